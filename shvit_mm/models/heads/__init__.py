@@ -1,0 +1,3 @@
+from .shvit_cls_head import SHViTClsHead
+
+__all__ = ['SHViTClsHead']

@@ -1,0 +1,1 @@
+"""Transformer layers (single-head Deformable DETR)."""

@@ -1,0 +1,1 @@
+"""Necks for stride-16/32/64 backbones."""

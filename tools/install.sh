@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# One-command setup for shvit_mm: takes a machine with only Python 3 to a working environment.
+#
+#   bash tools/install.sh
+#
+# Installs into the Python that `python` (or $PYTHON) names. Steps that are already satisfied are skipped,
+# so a second run takes well under a minute. Every step names itself when it fails.
+set -euo pipefail
+
+PY=${PYTHON:-python}
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${SHVIT_MM_CACHE:-$HOME/.cache/shvit_mm}
+TORCH_SPEC=${SHVIT_MM_TORCH:-"torch==2.14.1 torchvision==0.29.1"}
+MMCV_VERSION=2.1.0
+PIP=("$PY" -m pip install --disable-pip-version-check)
+export PIP_PROGRESS_BAR=off
+
+step=""
+start=$(date +%s)
+trap 'rc=$?; if [ $rc -ne 0 ]; then echo "install.sh: FAILED at step: ${step} (exit $rc)" >&2; fi' EXIT
+say() { step="$1"; echo "==> [$(( $(date +%s) - start ))s] $1"; }
+
+say "check python"
+"$PY" -c 'import sys; assert sys.version_info >= (3, 8), sys.version' \
+  || { echo "Python >= 3.8 is required" >&2; exit 1; }
+
+say "pytorch + torchvision"
+if "$PY" -c 'import torch, torchvision; from torchvision.ops import nms' 2>/dev/null; then
+  echo "    keeping $("$PY" -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__)')"
+else
+  # torch asks for setuptools>=77; pin below 82 in the same resolve (pkg_resources is still needed).
+  # shellcheck disable=SC2086
+  "${PIP[@]}" $TORCH_SPEC "setuptools<82"
+fi
+TORCH_VER=$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])')
+
+say "build tools (setuptools<82, wheel, ninja)"
+# MMEngine still imports pkg_resources at run time for `mmdet::` configs: setuptools 82 dropped it.
+"$PY" - <<'PYEOF' || "${PIP[@]}" -q "setuptools<82" wheel ninja
+import importlib.metadata as m
+v = tuple(int(p) for p in m.version("setuptools").split(".")[:1])
+assert v < (82,), "setuptools too new"
+m.version("wheel"); m.version("ninja")
+import pkg_resources  # noqa: F401
+PYEOF
+
+say "mmcv ${MMCV_VERSION} with compiled ops"
+if "$PY" -c "import mmcv, mmcv._ext; assert mmcv.__version__ == '${MMCV_VERSION}'" 2>/dev/null; then
+  echo "    mmcv ${MMCV_VERSION} with mmcv._ext already importable"
+else
+  WHEELDIR="$CACHE/wheels/torch-${TORCH_VER}-py$("$PY" -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')"
+  mkdir -p "$WHEELDIR"
+  WHEEL=$(ls "$WHEELDIR"/mmcv-${MMCV_VERSION}-*.whl 2>/dev/null | head -n1 || true)
+  if [ -z "$WHEEL" ]; then
+    step="mmcv: fetch sdist"
+    SRC=$(mktemp -d)
+    "$PY" -m pip download --disable-pip-version-check --no-deps --no-binary :all: --no-build-isolation \
+      -d "$SRC" "mmcv==${MMCV_VERSION}"
+    tar -xzf "$SRC"/mmcv-${MMCV_VERSION}.tar.gz -C "$SRC"
+    # PyTorch >= 2.14 headers need C++20; MMCV's setup.py hard-codes -std=c++17 (gcc >= 10 accepts c++20).
+    sed -i 's/-std=c++17/-std=c++20/g; s/-std=c++14/-std=c++20/g' "$SRC/mmcv-${MMCV_VERSION}/setup.py"
+    step="mmcv: compile ops (about 10 minutes on 2 cores)"
+    echo "    compiling MMCV ops; this takes about 10 minutes on 2 cores"
+    (cd "$SRC/mmcv-${MMCV_VERSION}" && MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=${MAX_JOBS:-2} \
+      "$PY" -m pip wheel --disable-pip-version-check --no-build-isolation --no-deps -w "$WHEELDIR" . )
+    WHEEL=$(ls "$WHEELDIR"/mmcv-${MMCV_VERSION}-*.whl | head -n1)
+    rm -rf "$SRC"
+  fi
+  step="mmcv: install wheel"
+  "${PIP[@]}" --no-deps --force-reinstall "$WHEEL"
+  "$PY" -m pip install --disable-pip-version-check -q "mmengine>=0.10.4,<0.11" addict packaging Pillow pyyaml yapf opencv-python-headless
+  "$PY" -c "import mmcv, mmcv._ext" || { echo "mmcv built but mmcv._ext does not import" >&2; exit 1; }
+fi
+
+say "mmdet 3.3.0, mmpretrain 1.2.0, pycocotools and shvit_mm (editable, with test extras)"
+"${PIP[@]}" -q -e "${ROOT}[tests]"
+
+say "verify"
+"$PY" - <<'PYEOF'
+import mmcv, mmcv._ext, mmdet, mmpretrain, mmengine, torch, torchvision
+import shvit_mm  # noqa: F401
+print(f"    torch {torch.__version__}, torchvision {torchvision.__version__}, mmcv {mmcv.__version__} (ops), "
+      f"mmengine {mmengine.__version__}, mmdet {mmdet.__version__}, mmpretrain {mmpretrain.__version__}")
+PYEOF
+step="done"
+echo "==> done in $(( $(date +%s) - start ))s"

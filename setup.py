@@ -1,4 +1,12 @@
+import os.path as osp
+
 from setuptools import find_packages, setup
+
+
+def read_requirements(name):
+    with open(osp.join(osp.dirname(osp.abspath(__file__)), 'requirements', name)) as f:
+        return [line.split('#')[0].strip() for line in f if line.split('#')[0].strip()]
+
 
 setup(
     name='shvit_mm',
@@ -6,17 +14,6 @@ setup(
     description='SHViT (Single-Head Vision Transformer, CVPR 2024) for MMDetection / MMPretrain',
     packages=find_packages(include=['shvit_mm', 'shvit_mm.*']),
     python_requires='>=3.8',
-    # MMCV with compiled ops is built by tools/install.sh (no usable wheel on PyPI for current PyTorch),
-    # so it is deliberately not listed here: pip would otherwise try to build it without its ops.
-    install_requires=[
-        'mmengine>=0.10.4,<0.11',
-        'mmdet==3.3.0',
-        'mmpretrain==1.2.0',
-        'pycocotools>=2.0.7',
-        'setuptools<82',
-        'safetensors',
-    ],
-    extras_require={
-        'tests': ['pytest', 'timm==1.0.31', 'scikit-image', 'fvcore'],
-    },
+    install_requires=read_requirements('runtime.txt'),
+    extras_require={'tests': read_requirements('tests.txt')},
 )

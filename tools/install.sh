@@ -3,8 +3,12 @@
 #
 #   bash tools/install.sh
 #
-# Installs into the Python that `python` (or $PYTHON) names. Steps that are already satisfied are skipped,
-# so a second run takes well under a minute. Every step names itself when it fails.
+# Installs into the Python that `python` (or $PYTHON) names: PyTorch + torchvision (a compatible pair
+# already installed is kept), setuptools<82, MMCV 2.1.0 with its compiled ops (built from the sdist;
+# about 10 minutes on 2 cores, the wheel is cached under ~/.cache/shvit_mm), mmdet 3.3.0,
+# mmpretrain 1.2.0, pycocotools, and this package in editable mode with its test extras.
+# Steps that are already satisfied are skipped, so a second run takes seconds.
+# Every step names itself when it fails.
 set -euo pipefail
 
 PY=${PYTHON:-python}
@@ -20,35 +24,63 @@ start=$(date +%s)
 trap 'rc=$?; if [ $rc -ne 0 ]; then echo "install.sh: FAILED at step: ${step} (exit $rc)" >&2; fi' EXIT
 say() { step="$1"; echo "==> [$(( $(date +%s) - start ))s] $1"; }
 
-say "check python"
-"$PY" -c 'import sys; assert sys.version_info >= (3, 8), sys.version' \
-  || { echo "Python >= 3.8 is required" >&2; exit 1; }
+say "inspect the environment"
+# One interpreter start answers every question: which parts are missing?
+STATE=$("$PY" - "$ROOT" "$MMCV_VERSION" <<'PYEOF'
+import importlib.metadata as md, os, sys
+root, mmcv_version = sys.argv[1], sys.argv[2]
+assert sys.version_info >= (3, 8), 'Python >= 3.8 is required'
+state = []
+try:
+    import torch, torchvision  # noqa: F401
+    from torchvision.ops import nms  # noqa: F401  (torchvision's C++ ops match this torch)
+    state.append('torch=ok')
+except Exception:
+    state.append('torch=missing')
+try:
+    import mmcv, mmcv._ext  # noqa: F401
+    state.append('mmcv=ok' if mmcv.__version__ == mmcv_version else 'mmcv=missing')
+except Exception:
+    state.append('mmcv=missing')
+try:
+    from packaging.requirements import Requirement
+    reqs = []
+    for name in ('runtime.txt', 'tests.txt'):
+        with open(os.path.join(root, 'requirements', name)) as f:
+            reqs += [l.split('#')[0].strip() for l in f if l.split('#')[0].strip()]
+    for r in map(Requirement, reqs):
+        if md.version(r.name) not in r.specifier:
+            raise LookupError(r)
+    import pkg_resources  # noqa: F401  (MMEngine needs it for mmdet:: configs)
+    for n in ('wheel', 'ninja'):
+        md.version(n)
+    import shvit_mm
+    assert os.path.realpath(shvit_mm.__file__).startswith(os.path.realpath(root) + os.sep)
+    state.append('reqs=ok')
+except Exception:
+    state.append('reqs=missing')
+print(' '.join(state))
+PYEOF
+) || { echo "Python >= 3.8 is required (python = $PY)" >&2; exit 1; }
+echo "    $STATE"
 
 say "pytorch + torchvision"
-if "$PY" -c 'import torch, torchvision; from torchvision.ops import nms' 2>/dev/null; then
-  echo "    keeping $("$PY" -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__)')"
+if [[ $STATE == *torch=ok* ]]; then
+  echo "    keeping the installed pair"
 else
   # torch asks for setuptools>=77; pin below 82 in the same resolve (pkg_resources is still needed).
   # shellcheck disable=SC2086
   "${PIP[@]}" $TORCH_SPEC "setuptools<82"
 fi
-TORCH_VER=$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])')
-
-say "build tools (setuptools<82, wheel, ninja)"
-# MMEngine still imports pkg_resources at run time for `mmdet::` configs: setuptools 82 dropped it.
-"$PY" - <<'PYEOF' || "${PIP[@]}" -q "setuptools<82" wheel ninja
-import importlib.metadata as m
-v = tuple(int(p) for p in m.version("setuptools").split(".")[:1])
-assert v < (82,), "setuptools too new"
-m.version("wheel"); m.version("ninja")
-import pkg_resources  # noqa: F401
-PYEOF
 
 say "mmcv ${MMCV_VERSION} with compiled ops"
-if "$PY" -c "import mmcv, mmcv._ext; assert mmcv.__version__ == '${MMCV_VERSION}'" 2>/dev/null; then
+if [[ $STATE == *mmcv=ok* ]]; then
   echo "    mmcv ${MMCV_VERSION} with mmcv._ext already importable"
 else
-  WHEELDIR="$CACHE/wheels/torch-${TORCH_VER}-py$("$PY" -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')"
+  # MMEngine still imports pkg_resources at run time for `mmdet::` configs: setuptools 82 dropped it.
+  "${PIP[@]}" -q "setuptools<82" wheel ninja
+  read -r TORCH_VER PYTAG < <("$PY" -c 'import sys, torch; print(torch.__version__.split("+")[0], f"py{sys.version_info[0]}{sys.version_info[1]}")')
+  WHEELDIR="$CACHE/wheels/torch-${TORCH_VER}-${PYTAG}"
   mkdir -p "$WHEELDIR"
   WHEEL=$(ls "$WHEELDIR"/mmcv-${MMCV_VERSION}-*.whl 2>/dev/null | head -n1 || true)
   if [ -z "$WHEEL" ]; then
@@ -68,12 +100,17 @@ else
   fi
   step="mmcv: install wheel"
   "${PIP[@]}" --no-deps --force-reinstall "$WHEEL"
-  "$PY" -m pip install --disable-pip-version-check -q "mmengine>=0.10.4,<0.11" addict packaging Pillow pyyaml yapf opencv-python-headless
+  "${PIP[@]}" -q "mmengine>=0.10.4,<0.11" addict packaging Pillow pyyaml yapf opencv-python-headless
   "$PY" -c "import mmcv, mmcv._ext" || { echo "mmcv built but mmcv._ext does not import" >&2; exit 1; }
 fi
 
-say "mmdet 3.3.0, mmpretrain 1.2.0, pycocotools and shvit_mm (editable, with test extras)"
-"${PIP[@]}" -q -e "${ROOT}[tests]"
+say "mmdet 3.3.0, mmpretrain 1.2.0, pycocotools, timm and shvit_mm (editable, with test extras)"
+if [[ $STATE == *reqs=ok* ]]; then
+  echo "    all requirements already satisfied"
+else
+  "${PIP[@]}" -q "setuptools<82" wheel ninja
+  "${PIP[@]}" -q -e "${ROOT}[tests]"
+fi
 
 say "verify"
 "$PY" - <<'PYEOF'

@@ -4,6 +4,7 @@ MMPretrain's ``MODELS`` registry too."""
 from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 
 from . import layers, necks  # noqa: F401  (register their components)
+from . import detectors  # noqa: F401  (PerLayerDeformableDETR)
 from .backbones import SHViT
 from .heads import SHViTClsHead
 

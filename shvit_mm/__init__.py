@@ -4,7 +4,7 @@
 every component of this package.
 """
 from .checkpoint import register_safe_globals
-from . import models  # noqa: F401  (registers the components)
+from . import datasets, engine, models  # noqa: F401  (register their components)
 
 __version__ = '0.1.0'
 

@@ -27,6 +27,7 @@ import torch
 
 __all__ = [
     'CheckpointFormatError', 'UnsafeCheckpointError', 'safe_load', 'register_safe_globals',
+    'unsafe_checkpoint_error',
     'to_official_layout', 'timm_to_official', 'official_to_timm', 'infer_arch',
     'load_backbone_checkpoint',
 ]
@@ -152,10 +153,15 @@ def safe_load(filename: str, map_location='cpu') -> dict:
     try:
         return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise UnsafeCheckpointError(
-            f'Refused to load {filename}: it contains pickled objects that are not plain weights, '
-            f'and unpickling them could execute code ({_unpickler_reason(e)}). Re-save only the '
-            'tensors (e.g. torch.save(model.state_dict(), path)) from a trusted source.') from e
+        raise unsafe_checkpoint_error(filename, e) from e
+
+
+def unsafe_checkpoint_error(filename: str, error: Exception) -> UnsafeCheckpointError:
+    """The error for a file that PyTorch's weights_only unpickler refused."""
+    return UnsafeCheckpointError(
+        f'Refused to load {filename}: it contains pickled objects that are not plain weights, '
+        f'and unpickling them could execute code ({_unpickler_reason(error)}). Re-save only the '
+        'tensors (e.g. torch.save(model.state_dict(), path)) from a trusted source.')
 
 
 def _unpickler_reason(error: Exception) -> str:

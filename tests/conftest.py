@@ -1,5 +1,6 @@
 """Shared fixtures: synthetic checkpoints in the official SHViT layout (no downloads here)."""
 import json
+import os
 import os.path as osp
 from collections import OrderedDict
 
@@ -44,3 +45,39 @@ def make_official_state_dict(arch: str, seed: int = 0, with_head: bool = True):
 def official_keys_path():
     assert osp.isfile(OFFICIAL_KEYS), f'missing test data {OFFICIAL_KEYS}'
     return OFFICIAL_KEYS
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the real command-line tools on the demo data
+# ---------------------------------------------------------------------------------------------
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def demo_options(data_root: str, num_train: int = 6, num_val: int = 3, max_epochs: int = 1,
+                 batch_size: int = 2) -> list:
+    """``--cfg-options`` that shrink the demo config to a tiny dataset under ``data_root``."""
+    opts = []
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        opts += [f'{loader}.dataset.data_root={data_root}/', f'{loader}.batch_size={batch_size}',
+                 f'{loader}.dataset.demo_cfg.num_train={num_train}',
+                 f'{loader}.dataset.demo_cfg.num_val={num_val}']
+    for ev in ('val_evaluator', 'test_evaluator'):
+        opts.append(f'{ev}.ann_file={data_root}/annotations/instances_val.json')
+    opts += [f'train_cfg.max_epochs={max_epochs}', f'train_cfg.val_interval={max_epochs}',
+             'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1']
+    return opts
+
+
+def run_tool(cmd, cwd, expect_ok: bool = True, timeout: int = 900, env=None) -> str:
+    """Run a command line; return stdout+stderr; assert its exit status is 0 (or not, when
+    ``expect_ok`` is False)."""
+    import subprocess
+    full_env = dict(os.environ, PYTHONWARNINGS='ignore', **(env or {}))
+    proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+    out = proc.stdout + proc.stderr
+    if expect_ok:
+        assert proc.returncode == 0, out[-5000:]
+    else:
+        assert proc.returncode != 0, out[-5000:]
+    return out

@@ -1,0 +1,128 @@
+"""``tools/test.py``: evaluate a checkpoint, with MMDetection 3.3's command line and behaviour.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--show]
+                         [--show-dir DIR] [--wait-time S] [--cfg-options k=v ...]
+                         [--launcher {none,pytorch,slurm,mpi}] [--tta]
+
+The metrics come from the config's ``test_evaluator`` (``CocoMetric`` for the COCO and demo
+configs: box and mask AP). ``--show-dir DIR`` writes the painted predictions to
+``WORK_DIR/<timestamp>/DIR``. As in training, shvit_mm's components are registered, missing data
+is reported before anything is built, and ``--launcher pytorch`` works without CUDA.
+"""
+import argparse
+import copy
+import os
+import warnings
+
+from mmengine.config import ConfigDict, DictAction
+
+from .common import (ToolError, check_datasets, cli, load_config, run_guarded, setup_distributed,
+                     setup_registries)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='MMDet test (and eval) a model, with shvit_mm')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the directory to save the file containing evaluation metrics')
+    parser.add_argument('--out', type=str, help='dump predictions to a pickle file for offline evaluation')
+    parser.add_argument('--show', action='store_true', help='show prediction results')
+    parser.add_argument(
+        '--show-dir',
+        help='directory where painted images will be saved. If specified, it will be automatically '
+        'saved to the work_dir/timestamp/show_dir')
+    parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override some settings in the used config, the key-value pair in xxx=yyy format will '
+        'be merged into config file. If the value to be overwritten is a list, it should be like '
+        'key="[a,b]" or key=a,b. It also allows nested list/tuple values, e.g. '
+        'key="[(a,b),(c,d)]". Note that the quotation marks are necessary and that no white space '
+        'is allowed.')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher')
+    parser.add_argument('--tta', action='store_true', help='test-time augmentation (flip)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def _apply_tta(cfg) -> None:
+    """Wrap the model in ``DetTTAModel`` and the test pipeline in a flip ``TestTimeAug``, using the
+    config's ``tta_model`` / ``tta_pipeline`` when it has them (MMDetection's defaults otherwise)."""
+    roi_head = cfg.model.get('roi_head') or {}
+    if roi_head.get('mask_head') is not None:
+        raise ToolError("--tta: MMDetection's DetTTAModel merges boxes only and cannot merge "
+                        'instance masks, so it does not work with this instance-segmentation '
+                        'model; test without --tta (or use it with a box detector such as RetinaNet).')
+    if 'tta_model' not in cfg:
+        warnings.warn('Cannot find ``tta_model`` in config, we will set it as default.')
+        cfg.tta_model = dict(
+            type='DetTTAModel', tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
+    if 'tta_pipeline' not in cfg:
+        warnings.warn('Cannot find ``tta_pipeline`` in config, we will set it as default.')
+        test_data_cfg = cfg.test_dataloader.dataset
+        while 'dataset' in test_data_cfg:
+            test_data_cfg = test_data_cfg['dataset']
+        if 'batch_shapes_cfg' in test_data_cfg:
+            test_data_cfg.batch_shapes_cfg = None  # fixed output shapes do not mix with TTA
+        pipeline = copy.deepcopy(test_data_cfg.pipeline)
+        pack = pipeline[-1]
+        if pack.get('type') != 'PackDetInputs':
+            raise ToolError('--tta without a tta_pipeline in the config needs a test pipeline that '
+                            f'ends with PackDetInputs, got {pack.get("type")}')
+        meta_keys = tuple(pack.get('meta_keys', ('img_id', 'img_path', 'ori_shape', 'img_shape',
+                                                 'scale_factor')))
+        meta_keys += tuple(k for k in ('flip', 'flip_direction') if k not in meta_keys)
+        flip_tta = dict(
+            type='TestTimeAug',
+            transforms=[[dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
+                        [dict(type='PackDetInputs', meta_keys=meta_keys)]])
+        cfg.tta_pipeline = pipeline[:-1] + [flip_tta]
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+
+
+def build_config(args):
+    """The test config after every command-line option is applied."""
+    cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+    setup_registries(cfg)
+    if not os.path.isfile(args.checkpoint) and '://' not in args.checkpoint:
+        raise ToolError(f'checkpoint not found: {args.checkpoint}')
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        from mmdet.engine.hooks.utils import trigger_visualization_hook
+        cfg = trigger_visualization_hook(cfg, args)
+    if args.tta:
+        _apply_tta(cfg)
+    if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
+        raise ToolError(f'--out must name a .pkl/.pickle file, got {args.out}')
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from mmdet.utils import setup_cache_size_limit_of_dynamo
+    setup_cache_size_limit_of_dynamo()
+    cfg = build_config(args)
+    check_datasets(cfg, ['test_dataloader'], ['test_evaluator'])
+    setup_distributed(cfg)
+
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    if args.out is not None:
+        from mmdet.evaluation import DumpDetResults
+        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+    metrics = run_guarded(runner.test, cfg)
+    return metrics
+
+
+def cli_main(argv=None):
+    return cli(main, argv)
+
+
+if __name__ == '__main__':
+    cli_main()

@@ -154,13 +154,16 @@ def test_parameter_counts(arch):
 
 
 def _classifier(arch):
+    import mmpretrain.models  # noqa: F401  (registers ImageClassifier and friends)
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
     dim = SHViT.arch_zoo[arch]['embed_dims'][-1]
-    return MODELS.build(dict(
-        type='ImageClassifier',
-        backbone=dict(type='SHViT', arch=arch, out_indices=(2,)),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='SHViTClsHead', num_classes=1000, in_channels=dim)))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):  # other tests leave 'mmdet' current
+        return MODELS.build(dict(
+            type='ImageClassifier',
+            backbone=dict(type='SHViT', arch=arch, out_indices=(2,)),
+            neck=dict(type='GlobalAveragePooling'),
+            head=dict(type='SHViTClsHead', num_classes=1000, in_channels=dim)))
 
 
 @pytest.mark.parametrize('arch', ARCHS)
@@ -214,6 +217,7 @@ def test_deploy_flag_fuses_on_first_eval_forward():
     model.train()
     model(torch.randn(2, 3, 64, 64))
     assert not model.fused
+    eager.load_state_dict(model.state_dict())  # the training step moved the BN statistics
     model.eval()
     x = torch.randn(1, 3, 96, 96)
     with torch.no_grad():

@@ -189,7 +189,6 @@ def test_demo_end_to_end(tmp_path):
     assert (work / 'epoch_2.pth').is_file()
 
 
-@pytest.mark.skipif(sys.platform == 'win32', reason='bash script')
 def test_demo_dist_train_two_cpu_processes(tmp_path):
     """tools/dist_train.sh with 2 processes on a machine without GPUs: gloo + CPU DDP, one step."""
     data_root = str(tmp_path / 'demo_data')
@@ -207,4 +206,23 @@ def test_demo_dist_train_two_cpu_processes(tmp_path):
     assert 'Distributed training: True' in out
     assert re.search(r'Epoch\(train\)\s+\[1\]\[3/3\]', out)  # 6 pictures / (2 processes x 1)
     _copypaste(out, 'bbox')
+    # one checkpoint, written once by rank 0 (no second copy, no partial file left behind)
+    assert sorted(p.name for p in work.iterdir() if '.pth' in p.name) == ['epoch_1.pth']
     assert (work / 'epoch_1.pth').is_file()
+
+    # tools/dist_test.sh: each process predicts part of the val split; the results are gathered
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    env_cmd = ['env', f'PORT={port}', f'PYTHON={sys.executable}', 'OMP_NUM_THREADS=1']
+    preds_file = tmp_path / 'dist_preds.pkl'
+    out = _run(env_cmd + ['bash', osp.join(ROOT, 'tools/dist_test.sh'), DEMO_CFG,
+                          str(work / 'epoch_1.pth'), '2', '--work-dir', str(work), '--out',
+                          str(preds_file), '--cfg-options'] + opts, cwd=tmp_path)
+    _copypaste(out, 'bbox')
+    import pickle
+    with open(preds_file, 'rb') as f:
+        preds = pickle.load(f)
+    from pycocotools.coco import COCO
+    val_ids = set(COCO(osp.join(data_root, 'annotations', 'instances_val.json')).getImgIds())
+    assert len(preds) == TINY['num_val'] and {p['img_id'] for p in preds} == val_ids

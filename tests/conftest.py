@@ -7,7 +7,8 @@ from collections import OrderedDict
 import pytest
 import torch
 
-# Copies of ../shared/testdata, kept in the repository so a fresh clone tests on its own.
+# Test data kept in the repository: the official checkpoints' key layout (shvit_official_keys.json,
+# read from the release files' state dicts) and the COCO API's fake-results test vector.
 DATA_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'data')
 OFFICIAL_KEYS = osp.join(DATA_DIR, 'shvit_official_keys.json')
 COCO_FAKE_DIR = osp.join(DATA_DIR, 'coco_fake')

@@ -6,7 +6,7 @@
 # Installs into the Python that `python` (or $PYTHON) names: PyTorch + torchvision (a compatible pair
 # already installed is kept), setuptools<82, MMCV 2.1.0 with its compiled ops (built from the sdist;
 # about 10 minutes on 2 cores, the wheel is cached under ~/.cache/shvit_mm), mmdet 3.3.0,
-# mmpretrain 1.2.0, pycocotools, and this package in editable mode with its test extras.
+# mmpretrain 1.2.0, mmsegmentation 1.2.2, pycocotools, and this package in editable mode with its test extras.
 # Steps that are already satisfied are skipped, so a second run takes seconds.
 # Every step names itself when it fails.
 set -euo pipefail
@@ -104,7 +104,7 @@ else
   "$PY" -c "import mmcv, mmcv._ext" || { echo "mmcv built but mmcv._ext does not import" >&2; exit 1; }
 fi
 
-say "mmdet 3.3.0, mmpretrain 1.2.0, pycocotools, timm and shvit_mm (editable, with test extras)"
+say "mmdet 3.3.0, mmpretrain 1.2.0, mmsegmentation 1.2.2, pycocotools, timm and shvit_mm (editable, with test extras)"
 if [[ $STATE == *reqs=ok* ]]; then
   echo "    all requirements already satisfied"
 else
@@ -114,10 +114,11 @@ fi
 
 say "verify"
 "$PY" - <<'PYEOF'
-import mmcv, mmcv._ext, mmdet, mmpretrain, mmengine, torch, torchvision
+import mmcv, mmcv._ext, mmdet, mmpretrain, mmseg, mmengine, torch, torchvision
+import mmseg.apis  # noqa: F401  (needs ftfy and regex)
 import shvit_mm  # noqa: F401
 print(f"    torch {torch.__version__}, torchvision {torchvision.__version__}, mmcv {mmcv.__version__} (ops), "
-      f"mmengine {mmengine.__version__}, mmdet {mmdet.__version__}, mmpretrain {mmpretrain.__version__}")
+      f"mmengine {mmengine.__version__}, mmdet {mmdet.__version__}, mmpretrain {mmpretrain.__version__}, mmseg {mmseg.__version__}")
 PYEOF
 step="done"
 echo "==> done in $(( $(date +%s) - start ))s"

@@ -1,6 +1,7 @@
-"""Test (and evaluate) a detector: MMDetection 3.3's tools/test.py command line, with shvit_mm.
+"""Test (and evaluate) a detector or segmentor: the tools/test.py command line of the config's
+codebase (MMDetection 3.3 or MMSegmentation 1.2.2), with shvit_mm.
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--show-dir DIR]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out OUT] [--show-dir DIR]
                          [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}] [--tta]
 
 The work is done by shvit_mm.apis.test.

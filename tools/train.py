@@ -1,4 +1,5 @@
-"""Train a detector: MMDetection 3.3's tools/train.py command line, with shvit_mm registered.
+"""Train a detector or segmentor: MMDetection 3.3's tools/train.py command line (which contains
+MMSegmentation 1.2.2's), with shvit_mm registered; the codebase follows from the config.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--auto-scale-lr]
                                  [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]

@@ -10,3 +10,8 @@
 _base_ = 'mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py'
 
 custom_imports = dict(imports=['shvit_mm'], allow_failed_imports=False)
+# shvit_mm's training safety (as in ../_base_/default_runtime_det.py, which cannot be a second base
+# here: MMDetection's config already brings its default runtime): crash-safe checkpoints and a stop
+# at the first non-finite loss.
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))
+custom_hooks = [dict(type='FiniteLossHook')]

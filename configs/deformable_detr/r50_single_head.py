@@ -12,9 +12,7 @@
 # loads every tensor except 7 in each of the 6 single-head modules (sampling_offsets,
 # attention_weights and value_proj weight+bias, output_proj weight), whose shapes differ: MMEngine
 # logs them as size mismatches and they keep their initialisation (output_proj.bias does load).
-_base_ = 'mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py'
-
-custom_imports = dict(imports=['shvit_mm'], allow_failed_imports=False)
+_base_ = './r50.py'
 
 single_head_layers = [1, 2, 3]  # 0-based: the paper's layers 2, 3 and 4 of 6
 single_head_attn = dict(type='SingleHeadMSDeformableAttention', num_heads=1, head_dims=64)

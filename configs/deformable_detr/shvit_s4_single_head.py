@@ -21,9 +21,7 @@
 # Backbone training settings follow the official SHViT detection configs: ImageNet weights, BN
 # statistics frozen (norm_eval) with trainable affine parameters, no frozen stage. The recipe's
 # lr_mult=0.1 for 'backbone' parameters applies as for ResNet-50.
-_base_ = 'mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py'
-
-custom_imports = dict(imports=['shvit_mm'], allow_failed_imports=False)
+_base_ = './r50.py'
 
 single_head_layers = [1, 2, 3]  # 0-based: the paper's layers 2, 3 and 4 of 6
 single_head_attn = dict(type='SingleHeadMSDeformableAttention', num_heads=1, head_dims=64)

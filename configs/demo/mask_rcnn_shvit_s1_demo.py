@@ -10,9 +10,9 @@
 # Evaluation on val with CocoMetric (box and mask AP) at the end of training.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
-    'mmdet::_base_/default_runtime.py',
+    '../_base_/default_runtime_det.py',
 ]
-custom_imports = dict(imports=['shvit_mm', 'shvit_mm.datasets'], allow_failed_imports=False)
+custom_imports = dict(imports=['shvit_mm'], allow_failed_imports=False)
 
 data_root = 'data/shvit_demo/'
 demo_cfg = dict(num_train=300, num_val=80)  # arguments of shvit_mm.datasets.make_demo_dataset
@@ -113,5 +113,9 @@ auto_scale_lr = dict(enable=False, base_batch_size=4)
 
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10),
-    checkpoint=dict(type='CheckpointHook', interval=max_epochs, max_keep_ckpts=1))
+    checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
 randomness = dict(seed=0)
+# One PyTorch thread (read by shvit_mm's tools/train.py and tools/test.py): on a 2-core CPU these
+# small tensors gain next to nothing from a second intra-op thread and lose a lot when the CPU is
+# shared. To use both cores, run two processes instead: bash tools/dist_train.sh CONFIG 2
+env_cfg = dict(torch_num_threads=1)

@@ -8,7 +8,12 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from mmengine.config import Config, ConfigDict
 
+from .config import ConfigError, read_config, setup_registries  # noqa: F401  (re-exported)
+
 DEMO_TRAIN_COMMAND = 'python tools/train.py configs/demo/mask_rcnn_shvit_s1_demo.py'
+SEG_DEMO_TRAIN_COMMAND = 'python tools/train.py configs/demo/sem_fpn_shvit_s1_demo.py'
+#: codebase (a config's default_scope) -> the command that runs its embedded demo
+DEMO_COMMANDS = {'mmdet': DEMO_TRAIN_COMMAND, 'mmseg': SEG_DEMO_TRAIN_COMMAND}
 
 
 class ToolError(RuntimeError):
@@ -22,7 +27,8 @@ class DatasetNotFoundError(ToolError, FileNotFoundError):
 def cli(main, argv=None):
     """Run ``main(argv)`` for the command line: a :class:`ToolError` becomes ``error: ...`` on
     stderr and exit status 1 instead of a traceback."""
-    from shvit_mm.checkpoint import CheckpointFormatError, UnsafeCheckpointError
+    from shvit_mm.models.backbones.shvit_weights import CheckpointFormatError
+    from shvit_mm.utils.safe_load import UnsafeCheckpointError
     try:
         return main(argv)
     except (ToolError, UnsafeCheckpointError, CheckpointFormatError) as e:
@@ -38,48 +44,21 @@ def run_guarded(fn, cfg: Config):
         return fn()
     except pickle.UnpicklingError as e:
         from mmengine.runner import find_latest_checkpoint
-        from shvit_mm.checkpoint import unsafe_checkpoint_error
+        from shvit_mm.utils.safe_load import unsafe_checkpoint_error
         path = cfg.get('load_from') or (cfg.get('resume') and find_latest_checkpoint(cfg.work_dir))
         raise unsafe_checkpoint_error(path or 'the checkpoint', e) from e
 
 
-def use_safe_training_hooks(cfg: Config) -> None:
-    """Crash-safe checkpoints and a finite-loss guard for every config the train tool runs.
-
-    MMEngine's ``CheckpointHook`` becomes :class:`~shvit_mm.engine.SafeCheckpointHook` (same
-    arguments; write-then-rename, old checkpoints pruned only after the new one is complete) and
-    :class:`~shvit_mm.engine.FiniteLossHook` is added unless the config has it already.
-    """
-    import shvit_mm.engine  # noqa: F401  (registers the hooks)
-    ckpt = cfg.get('default_hooks', {}).get('checkpoint')
-    if isinstance(ckpt, dict) and ckpt.get('type') in ('CheckpointHook', 'mmengine.CheckpointHook'):
-        ckpt['type'] = 'SafeCheckpointHook'
-    custom = list(cfg.get('custom_hooks') or [])
-    if not any(isinstance(h, dict) and h.get('type') == 'FiniteLossHook' for h in custom):
-        custom.append(dict(type='FiniteLossHook'))
-    cfg.custom_hooks = custom
-
-
-def setup_registries(cfg: Config) -> None:
-    """Register MMDetection's and shvit_mm's components and make 'mmdet' the default scope."""
-    import shvit_mm  # noqa: F401  (registers the backbone, necks, heads)
-    import shvit_mm.datasets  # noqa: F401  (registers the demo dataset)
-    from mmdet.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
-    if cfg.get('default_scope') is None:
-        cfg.default_scope = 'mmdet'
-
-
 def load_config(config: str, cfg_options: Optional[Dict], launcher: str,
                 work_dir: Optional[str]) -> Config:
-    """Read ``config``, apply ``--cfg-options`` and choose the work_dir as MMDetection's tools do
-    (command line > ``work_dir`` in the file > ``./work_dirs/<config name>``)."""
-    if not osp.isfile(config):
-        raise ToolError(f'config file not found: {config}')
-    cfg = Config.fromfile(config)
+    """Read ``config`` (:func:`shvit_mm.apis.config.read_config`), apply ``--cfg-options`` and choose
+    the work_dir as the codebases' tools do (command line > ``work_dir`` in the file >
+    ``./work_dirs/<config name>``)."""
+    try:
+        cfg = read_config(config, cfg_options)
+    except ConfigError as e:
+        raise ToolError(str(e)) from None
     cfg.launcher = launcher
-    if cfg_options is not None:
-        cfg.merge_from_dict(cfg_options)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:
@@ -90,6 +69,20 @@ def load_config(config: str, cfg_options: Optional[Dict], launcher: str,
 # ------------------------------------------------------------------------------------------------
 # distributed runs without CUDA
 # ------------------------------------------------------------------------------------------------
+def setup_threads(cfg: Config) -> None:
+    """Apply ``env_cfg.torch_num_threads`` (a shvit_mm key; MMEngine ignores it) to PyTorch.
+
+    The demo configs set 1: on this project's 2-core CPU a Mask R-CNN step of small pictures runs
+    no faster with two intra-op threads than with one when the machine is idle (0.37-0.58 s versus
+    0.43-0.48 s, depending on how OpenMP threads wait), and slower as soon as anything else runs.
+    """
+    n = (cfg.get('env_cfg') or {}).get('torch_num_threads')
+    if n is not None:
+        if int(n) < 1:
+            raise ToolError(f'env_cfg.torch_num_threads must be >= 1, got {n}')
+        torch.set_num_threads(int(n))
+
+
 def setup_distributed(cfg: Config) -> None:
     """Let ``--launcher pytorch`` run on a machine without CUDA (gloo backend, CPU DDP).
 
@@ -130,6 +123,20 @@ def setup_distributed(cfg: Config) -> None:
         kwargs['timeout'] = datetime.timedelta(seconds=dist_cfg['timeout'])
     dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']),
                             world_size=int(os.environ['WORLD_SIZE']), **kwargs)
+
+
+def teardown_distributed() -> None:
+    """End a distributed run cleanly: wait for every rank, then destroy the process group.
+
+    Without it each process exits as soon as its own work is done and the gloo process group is
+    torn down by the interpreter's exit: a rank still inside a collective, or still tearing down
+    its connections, then sees its peer's sockets close and gloo aborts the process (SIGABRT) even
+    though all the work was done.
+    """
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _register_cpu_ddp() -> None:
@@ -179,8 +186,9 @@ def _iter_datasets(dataset_cfg) -> Iterator:
         yield dataset_cfg
 
 
-def _creates_own_data(dataset_cfg: dict) -> bool:
-    from mmdet.registry import DATASETS
+def _creates_own_data(dataset_cfg: dict, scope: str) -> bool:
+    import importlib
+    DATASETS = importlib.import_module(f'{scope}.registry').DATASETS
     dtype = dataset_cfg.get('type')
     cls = dtype if isinstance(dtype, type) else DATASETS.get(dtype) if dtype else None
     return bool(getattr(cls, 'creates_data_on_load', False))
@@ -205,7 +213,8 @@ def check_datasets(cfg: Config, dataloaders: Sequence[str], evaluators: Sequence
     """Fail at once, before anything is built, when a dataset's files are missing.
 
     The message names every missing path (as written in the config and resolved against the
-    current directory), where COCO is expected, and the command that runs the embedded demo.
+    current directory), where COCO or ADE20K is expected, and the command that runs the embedded
+    demo of the config's codebase (detection or segmentation).
     """
     missing = []
     data_roots = []
@@ -217,7 +226,7 @@ def check_datasets(cfg: Config, dataloaders: Sequence[str], evaluators: Sequence
         for ds in _iter_datasets(loader.get('dataset')):
             if ds.get('backend_args') is not None:
                 continue  # files live in another storage backend: nothing to check here
-            if _creates_own_data(ds):
+            if _creates_own_data(ds, cfg.get('default_scope') or 'mmdet'):
                 for what, path in _dataset_paths(ds):
                     self_made.add(osp.abspath(path))
                 continue
@@ -248,7 +257,20 @@ def check_datasets(cfg: Config, dataloaders: Sequence[str], evaluators: Sequence
         seen.add(path)
         lines.append(f'  {path}  ({name}: {what}; absolute: {osp.abspath(path)})')
     roots = sorted(set(data_roots))
-    if any('coco' in str(r).lower() for r in roots) or any('coco' in p.lower() for _, _, p in missing):
+    scope = cfg.get('default_scope') or 'mmdet'
+    missing_paths = [p for _, _, p in missing]
+    if any('ADEChallengeData2016' in str(p) for p in roots + missing_paths):
+        where = ', '.join(roots) if roots else 'data/ade/ADEChallengeData2016'
+        lines.append(
+            f'This config reads ADE20K (ADEChallengeData2016, 150 classes) from {where}: it must '
+            f'hold images/training/, annotations/training/, images/validation/ and '
+            f'annotations/validation/ (unzip ADEChallengeData2016.zip from '
+            f'http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip into data/ade/, '
+            f'or link an existing copy: `mkdir -p data/ade && ln -s /path/to/ADEChallengeData2016 '
+            f'data/ade/ADEChallengeData2016`), or point the config elsewhere with --cfg-options '
+            f'train_dataloader.dataset.data_root=... val_dataloader.dataset.data_root=... '
+            f'test_dataloader.dataset.data_root=... .')
+    elif any('coco' in str(r).lower() for r in roots) or any('coco' in p.lower() for p in missing_paths):
         where = ', '.join(roots) if roots else 'data/coco/'
         lines.append(
             f'This config reads COCO 2017 from {where}: it must hold annotations/instances_train2017.json, '
@@ -260,6 +282,8 @@ def check_datasets(cfg: Config, dataloaders: Sequence[str], evaluators: Sequence
     else:
         lines.append('Put the data there or point the config at it with --cfg-options '
                      '<loader>.dataset.data_root=... / ann_file=... .')
-    lines.append('To try shvit_mm without COCO, run the embedded demo (it creates its own small '
-                 f'dataset on first use, no download): {DEMO_TRAIN_COMMAND}')
+    demo = DEMO_COMMANDS.get(scope, DEMO_TRAIN_COMMAND)
+    what = {'mmdet': 'COCO', 'mmseg': 'ADE20K'}.get(scope, 'that dataset')
+    lines.append(f'To try shvit_mm without {what}, run the embedded demo (it creates its own small '
+                 f'dataset on first use, no download): {demo}')
     raise DatasetNotFoundError('\n'.join(lines))

@@ -1,13 +1,22 @@
-"""``tools/test.py``: evaluate a checkpoint, with MMDetection 3.3's command line and behaviour.
+"""``tools/test.py``: evaluate a checkpoint, with the command line and behaviour of the config's
+codebase (its ``default_scope``): MMDetection 3.3's or MMSegmentation 1.2.2's tools/test.py.
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--show]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out OUT] [--show]
                          [--show-dir DIR] [--wait-time S] [--cfg-options k=v ...]
                          [--launcher {none,pytorch,slurm,mpi}] [--tta]
 
-The metrics come from the config's ``test_evaluator`` (``CocoMetric`` for the COCO and demo
-configs: box and mask AP). ``--show-dir DIR`` writes the painted predictions to
-``WORK_DIR/<timestamp>/DIR``. As in training, shvit_mm's components are registered, missing data
-is reported before anything is built, and ``--launcher pytorch`` works without CUDA.
+The metrics come from the config's ``test_evaluator`` (``CocoMetric`` for the COCO and detection
+demo configs: box and mask AP; ``IoUMetric`` for the ADE20K and segmentation demo configs: mIoU).
+Where the codebases differ, each keeps its own meaning:
+
+* ``--out``: detection, a ``.pkl`` file of the predictions (``DumpDetResults``); segmentation, a
+  directory receiving one predicted label map (PNG) per picture (``IoUMetric(output_dir=OUT)``).
+* ``--show-dir DIR``: detection, painted predictions under ``WORK_DIR/<timestamp>/DIR``;
+  segmentation, MMSegmentation's visualizer saves them under ``DIR/vis_data/vis_image/``.
+* ``--tta``: ``DetTTAModel`` (flip) or ``SegTTAModel`` with the config's ``tta_pipeline``.
+
+As in training, shvit_mm's components are registered, missing data is reported before anything is
+built, and ``--launcher pytorch`` works without CUDA.
 """
 import argparse
 import copy
@@ -17,15 +26,20 @@ import warnings
 from mmengine.config import ConfigDict, DictAction
 
 from .common import (ToolError, check_datasets, cli, load_config, run_guarded, setup_distributed,
-                     setup_registries)
+                     setup_registries, setup_threads, teardown_distributed)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='MMDet test (and eval) a model, with shvit_mm')
+    parser = argparse.ArgumentParser(
+        description='Test (and evaluate) a detector or segmentor (MMDetection 3.x / MMSegmentation '
+        '1.x + shvit_mm)')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the directory to save the file containing evaluation metrics')
-    parser.add_argument('--out', type=str, help='dump predictions to a pickle file for offline evaluation')
+    parser.add_argument(
+        '--out', type=str,
+        help='detection: dump predictions to a pickle file for offline evaluation; segmentation: '
+        'the directory to save the predicted label maps in')
     parser.add_argument('--show', action='store_true', help='show prediction results')
     parser.add_argument(
         '--show-dir',
@@ -41,7 +55,9 @@ def parse_args(argv=None):
         'is allowed.')
     parser.add_argument(
         '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher')
-    parser.add_argument('--tta', action='store_true', help='test-time augmentation (flip)')
+    parser.add_argument(
+        '--tta', action='store_true',
+        help="test-time augmentation (detection: flip; segmentation: the config's tta_pipeline)")
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -85,13 +101,65 @@ def _apply_tta(cfg) -> None:
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
 
 
+def _apply_seg_tta(cfg) -> None:
+    """MMSegmentation's --tta: the config's ``tta_pipeline`` and ``tta_model`` (``SegTTAModel``)."""
+    missing = [k for k in ('tta_pipeline', 'tta_model') if not cfg.get(k)]
+    if missing:
+        raise ToolError(f'--tta needs {" and ".join(missing)} in the config (MMSegmentation\'s '
+                        "ADE20K data config and default runtime define them: tta_model="
+                        "dict(type='SegTTAModel') and a TestTimeAug tta_pipeline); add them or "
+                        'test without --tta')
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model
+
+
+def _seg_visualization(cfg, args) -> None:
+    """MMSegmentation's --show / --show-dir: turn on the SegVisualizationHook's drawing; pictures
+    go to the visualizer's save_dir (``DIR/vis_data/vis_image/``)."""
+    hook = (cfg.get('default_hooks') or {}).get('visualization')
+    if not hook:
+        raise ToolError('--show/--show-dir need a visualization hook in the config: '
+                        "default_hooks = dict(visualization=dict(type='SegVisualizationHook'))")
+    hook['draw'] = True
+    if args.show:
+        hook['show'] = True
+        hook['wait_time'] = args.wait_time
+    if args.show_dir:
+        cfg.visualizer['save_dir'] = args.show_dir
+
+
+def _seg_output_dir(cfg, out: str) -> None:
+    """MMSegmentation's --out: IoUMetric writes each predicted label map to ``out/<name>.png``."""
+    if out.endswith(('.pkl', '.pickle', '.json')):
+        raise ToolError(f'--out names a directory for segmentation configs (one predicted label '
+                        f'map per picture, as in MMSegmentation), got the file name {out}')
+    evaluator = cfg.test_evaluator
+    metrics = evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]
+    for metric in metrics:
+        if isinstance(metric, dict) and metric.get('type') in ('IoUMetric', 'mmseg.IoUMetric'):
+            metric['output_dir'] = out
+            metric['keep_results'] = True  # as MMSegmentation's tools/test.py sets it
+            return
+    raise ToolError(f'--out needs an IoUMetric in test_evaluator for a segmentation config, got '
+                    f'{evaluator}')
+
+
 def build_config(args):
     """The test config after every command-line option is applied."""
     cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
-    setup_registries(cfg)
+    scope = setup_registries(cfg)
     if not os.path.isfile(args.checkpoint) and '://' not in args.checkpoint:
         raise ToolError(f'checkpoint not found: {args.checkpoint}')
     cfg.load_from = args.checkpoint
+    if scope == 'mmseg':
+        if args.show or args.show_dir:
+            _seg_visualization(cfg, args)
+        if args.tta:
+            _apply_seg_tta(cfg)
+        if args.out is not None:
+            _seg_output_dir(cfg, args.out)
+        return cfg
     if args.show or args.show_dir:
         from mmdet.engine.hooks.utils import trigger_visualization_hook
         cfg = trigger_visualization_hook(cfg, args)
@@ -104,19 +172,23 @@ def build_config(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmdet.utils import setup_cache_size_limit_of_dynamo
-    setup_cache_size_limit_of_dynamo()
     cfg = build_config(args)
+    detection = cfg.default_scope == 'mmdet'
+    if detection:
+        from mmdet.utils import setup_cache_size_limit_of_dynamo
+        setup_cache_size_limit_of_dynamo()
     check_datasets(cfg, ['test_dataloader'], ['test_evaluator'])
+    setup_threads(cfg)
     setup_distributed(cfg)
 
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    if args.out is not None:
+    if args.out is not None and detection:
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
     metrics = run_guarded(runner.test, cfg)
+    teardown_distributed()
     return metrics
 
 

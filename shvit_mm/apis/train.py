@@ -1,9 +1,11 @@
-"""``tools/train.py``: train a detector, with MMDetection 3.3's command line and behaviour.
+"""``tools/train.py``: train a detector or a segmentor, with MMDetection 3.3's command line and
+behaviour, which contains MMSegmentation 1.2.2's (``--work-dir``, ``--resume``, ``--amp``,
+``--cfg-options``, ``--launcher``). The codebase follows from the config (its ``default_scope``).
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--auto-scale-lr]
                                  [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
 
-Additions over MMDetection's script: shvit_mm's components are registered (plain MMDetection
+Additions over the codebases' scripts: shvit_mm's components are registered (plain MMDetection
 configs work unchanged), a dataset whose files are missing is reported before anything is built,
 ``--amp`` without a GPU fails with a clear message, and ``--launcher pytorch`` also works on a
 machine without CUDA (gloo backend, CPU DDP).
@@ -17,11 +19,12 @@ from mmengine.config import DictAction
 from mmengine.logging import print_log
 
 from .common import (ToolError, check_datasets, cli, load_config, run_guarded, setup_distributed,
-                     setup_registries, use_safe_training_hooks)
+                     setup_registries, setup_threads, teardown_distributed)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Train a detector (MMDetection 3.x + shvit_mm)')
+    parser = argparse.ArgumentParser(
+        description='Train a detector or segmentor (MMDetection 3.x / MMSegmentation 1.x + shvit_mm)')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
@@ -60,7 +63,6 @@ def build_config(args):
     """The training config after every command-line option is applied."""
     cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     setup_registries(cfg)
-    use_safe_training_hooks(cfg)
 
     if args.amp:
         optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
@@ -102,21 +104,24 @@ def build_config(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmdet.utils import setup_cache_size_limit_of_dynamo
-    setup_cache_size_limit_of_dynamo()  # fewer repeated compilations, as in MMDetection
     cfg = build_config(args)
+    if cfg.default_scope == 'mmdet':
+        from mmdet.utils import setup_cache_size_limit_of_dynamo
+        setup_cache_size_limit_of_dynamo()  # fewer repeated compilations, as in MMDetection
     dataloaders = ['train_dataloader']
     evaluators = []
     if cfg.get('val_cfg') is not None and cfg.get('val_dataloader') is not None:
         dataloaders.append('val_dataloader')
         evaluators.append('val_evaluator')
     check_datasets(cfg, dataloaders, evaluators)
+    setup_threads(cfg)
     setup_distributed(cfg)
 
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     run_guarded(runner.train, cfg)
+    teardown_distributed()
     return runner
 
 

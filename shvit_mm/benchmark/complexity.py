@@ -1,23 +1,26 @@
-"""FLOPs and parameter counts without a dataset, for a backbone or a whole detector config.
+"""FLOPs and parameter counts without a dataset, for a backbone or a whole model config.
 
 Counts come from MMEngine's analyzers, the ones behind its ``get_model_complexity_info`` (an
 fvcore-style counter: one multiply-add counts as one "FLOP", the convention of the SHViT paper and
 of MMDetection's tables). Operators without a FLOP handler (element-wise ops, softmax, NMS,
 RoIAlign) are listed, not counted.
-A detector is run in ``mode='tensor'`` (backbone, neck and heads, no post-processing) on one
-synthetic image of the requested size with the meta-information its heads need, as MMDetection's
-own ``get_flops.py`` does with a real image.
+A config's model (detector, segmentor or classifier) is run in ``mode='tensor'`` (backbone, neck
+and heads, no post-processing) on one synthetic image of the requested size with the
+meta-information its heads need, as MMDetection's own ``get_flops.py`` does with a real image.
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
-__all__ = ['parse_shape', 'model_complexity', 'backbone_complexity', 'detector_complexity',
-           'complexity', 'format_complexity']
+from shvit_mm.apis.config import build_model, codebase_of, read_config
+
+__all__ = ['parse_shape', 'model_complexity', 'backbone_complexity', 'config_complexity',
+           'complexity', 'format_complexity', 'write_json']
 
 
 def parse_shape(shape: Union[int, Sequence[int]]) -> Tuple[int, int]:
@@ -86,107 +89,94 @@ def backbone_complexity(name_or_model: Union[str, nn.Module], shape: Union[int, 
     return info
 
 
-class _TensorModeDetector(nn.Module):
-    """Calls a detector in ``mode='tensor'`` with fixed data samples (for tracing)."""
+class _TensorMode(nn.Module):
+    """Calls a model in ``mode='tensor'`` with fixed data samples (for tracing)."""
 
-    def __init__(self, detector: nn.Module, data_samples: list) -> None:
+    def __init__(self, model: nn.Module, data_samples: Optional[list]) -> None:
         super().__init__()
-        self.detector = detector
+        self.model = model
         self.data_samples = data_samples
 
     def forward(self, x: torch.Tensor) -> Any:
-        return self.detector(x, self.data_samples, mode='tensor')
+        return self.model(x, self.data_samples, mode='tensor')
 
 
-def _load_config(config: str, cfg_options: Optional[dict] = None):
-    from mmengine.config import Config
-    if not os.path.isfile(config):
-        raise FileNotFoundError(f'config file {config!r} does not exist')
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    return cfg
+#: the config's codebase -> what its ``model`` is called in reports
+KINDS = {'mmdet': 'detector', 'mmseg': 'segmentor', 'mmpretrain': 'classifier'}
 
 
-def detector_complexity(config: Union[str, Any], shape: Union[int, Sequence[int]] = (800, 1333),
-                        cfg_options: Optional[dict] = None, deploy: bool = False,
-                        show_table: bool = False) -> Dict[str, Any]:
-    """Complexity of the ``model`` of an MMDetection config at one (3, H, W) image.
+def _dummy_input(cfg: Any, scope: str, h: int, w: int
+                 ) -> Tuple[torch.Tensor, Optional[list], Tuple[int, int]]:
+    """One random image padded as the codebase's test-time data preprocessor pads it, the data
+    samples its ``mode='tensor'`` forward needs, and the padded (height, width)."""
+    pre = cfg.model.get('data_preprocessor') or {}
+    if scope == 'mmseg':  # SegDataPreProcessor pads at test time only as its test_cfg says
+        divisor = (pre.get('test_cfg') or {}).get('size_divisor')
+    else:
+        divisor = pre.get('pad_size_divisor')
+    divisor = int(divisor or 1)
+    ph, pw = -(-h // divisor) * divisor, -(-w // divisor) * divisor
+    samples: Optional[list] = None
+    if scope == 'mmseg':
+        from mmseg.structures import SegDataSample
+        samples = [SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w),
+                                               pad_shape=(ph, pw)))]
+    elif scope == 'mmdet':
+        from mmdet.structures import DetDataSample
+        samples = [DetDataSample(metainfo=dict(
+            img_shape=(h, w), ori_shape=(h, w), pad_shape=(ph, pw), batch_input_shape=(ph, pw),
+            scale_factor=(1.0, 1.0), img_id=0, flip=False, flip_direction=None))]
+    return torch.randn(1, 3, ph, pw), samples, (ph, pw)
 
-    The image is padded up to the data preprocessor's ``pad_size_divisor`` (as at test time).
-    No dataset and no checkpoint are needed (weights are initialised at random; only shapes count).
-    Returns totals plus ``by_module``: FLOPs and parameters of the top-level parts (backbone,
-    neck, heads).
+
+def config_complexity(config: Union[str, Any], shape: Union[int, Sequence[int]] = (800, 1333),
+                      cfg_options: Optional[dict] = None, deploy: bool = False,
+                      show_table: bool = False) -> Dict[str, Any]:
+    """Complexity of the ``model`` of an OpenMMLab config (a path, an ``mmdet::``/``mmseg::`` name
+    or a ``Config``) at one (3, H, W) image.
+
+    The model is built by :func:`shvit_mm.apis.config.build_model`, the builder of the tools:
+    no dataset, no checkpoint and no pretrained download (weights are random; only shapes count).
+    The image is padded as the data preprocessor pads it at test time (MMDetection's
+    ``pad_size_divisor``, MMSegmentation's ``test_cfg.size_divisor``). Returns totals plus
+    ``by_module``: FLOPs and parameters of each top-level child of the model (e.g. backbone, neck,
+    heads), the data preprocessor left out.
     """
     from mmengine.analysis import parameter_count
-    from mmengine.registry import init_default_scope
-    from mmdet.registry import MODELS
-    from mmdet.structures import DetDataSample
 
-    cfg = _load_config(config, cfg_options) if isinstance(config, str) else config
-    if 'model' not in cfg:
-        raise KeyError(f'config {config!r} has no `model` entry; is it a detector config?')
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model_cfg = cfg.model.copy()
-    model_cfg.pop('pretrained', None)
-    # No checkpoint files here: shapes alone decide FLOPs.
-    _strip_pretrained(model_cfg)
-    model = MODELS.build(model_cfg)
-    model.eval()
+    cfg = read_config(config, cfg_options)
+    model = build_model(cfg, init=False)
+    scope = codebase_of(cfg)
     if deploy:
         from shvit_mm.deploy import fuse_for_deploy
         fuse_for_deploy(model)
 
     h, w = parse_shape(shape)
-    divisor = int((cfg.model.get('data_preprocessor') or {}).get('pad_size_divisor', 1) or 1)
-    ph, pw = -(-h // divisor) * divisor, -(-w // divisor) * divisor
-    meta = dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(ph, pw), batch_input_shape=(ph, pw),
-                scale_factor=(1.0, 1.0), img_id=0, flip=False, flip_direction=None)
-    sample = DetDataSample(metainfo=meta)
-    x = torch.randn(1, 3, ph, pw)
-    wrapper = _TensorModeDetector(model, [sample]).eval()
-    info = model_complexity(wrapper, (x,), show_table=show_table)
+    x, samples, (ph, pw) = _dummy_input(cfg, scope, h, w)
+    info = model_complexity(_TensorMode(model, samples).eval(), (x,), show_table=show_table)
     per_module = info.pop('by_module_flops')
     params = parameter_count(model)
-    parts = {}
-    for name, _ in model.named_children():
-        if name == 'data_preprocessor':
-            continue
-        parts[name] = dict(flops=int(per_module.get(f'detector.{name}', 0)),
-                           params=int(params.get(name, 0)))
-    info.update(target=config if isinstance(config, str) else 'config', kind='detector',
-                shape=(h, w), padded_shape=(ph, pw), detector=type(model).__name__,
-                by_module=parts)
+    parts = {name: dict(flops=int(per_module.get(f'model.{name}', 0)),
+                        params=int(params.get(name, 0)))
+             for name, _ in model.named_children() if name != 'data_preprocessor'}
+    kind = KINDS[scope]
+    info.update(target=config if isinstance(config, str) else 'config', kind=kind, codebase=scope,
+                shape=(h, w), padded_shape=(ph, pw), by_module=parts)
+    info[kind] = type(model).__name__
     return info
-
-
-def _strip_pretrained(cfg: Any) -> None:
-    """Drop ``init_cfg=dict(type='Pretrained', ...)`` entries (recursively) from a model config."""
-    if isinstance(cfg, dict):
-        init = cfg.get('init_cfg')
-        if isinstance(init, dict) and init.get('type') == 'Pretrained':
-            cfg['init_cfg'] = None
-        elif isinstance(init, list):
-            cfg['init_cfg'] = [i for i in init if not (isinstance(i, dict)
-                                                       and i.get('type') == 'Pretrained')] or None
-        for v in cfg.values():
-            _strip_pretrained(v)
-    elif isinstance(cfg, (list, tuple)):
-        for v in cfg:
-            _strip_pretrained(v)
 
 
 def complexity(target: str, shape: Union[int, Sequence[int], None] = None,
                cfg_options: Optional[dict] = None, deploy: Optional[bool] = None,
                show_table: bool = False) -> Dict[str, Any]:
-    """Count a config file (``*.py``: :func:`detector_complexity`) or a backbone name
-    (:func:`backbone_complexity`).
+    """Count a config (``*.py``, ``mmdet::``/``mmseg::`` names too: :func:`config_complexity`) or a
+    backbone name (:func:`backbone_complexity`).
 
-    Default shapes: 512x512 for a backbone (the paper's latency crop), 800x1333 for a detector
+    Default shapes: 512x512 for a backbone (the paper's latency crop), 800x1333 for a config
     (MMDetection's usual test scale).
     """
     if target.endswith('.py') or os.path.isfile(target):
-        return detector_complexity(target, shape if shape is not None else (800, 1333),
+        return config_complexity(target, shape if shape is not None else (800, 1333),
                                    cfg_options=cfg_options, deploy=bool(deploy),
                                    show_table=show_table)
     if cfg_options:
@@ -223,3 +213,11 @@ def format_complexity(info: Dict[str, Any]) -> str:
     if info.get('table'):
         lines.append(info['table'])
     return '\n'.join(lines)
+
+
+def write_json(info: Dict[str, Any], path: str) -> str:
+    """Write :func:`complexity`'s result (without the printed table) to ``path``."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, 'w') as f:
+        json.dump({k: v for k, v in info.items() if k != 'table'}, f, indent=1, default=str)
+    return path

@@ -19,9 +19,7 @@ every raw time.
 """
 from __future__ import annotations
 
-import copy
 import json
-import logging
 import os
 import platform
 import statistics
@@ -29,54 +27,17 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from mmengine.config import Config
-from mmengine.logging import MMLogger
-from mmengine.registry import init_default_scope
 from torch import nn
 
+from shvit_mm.apis.config import build_model, read_config
+
 PARTS = ('encoder', 'decoder', 'transformer', 'model')
-#: SHViT paper, Appendix C, Table 9 (ResNet-50 Deformable DETR, GPU FPS).
-PAPER = dict(multi=dict(params_m=40.0, fps=25.4, ap=43.8),
-             single=dict(params_m=37.1, fps=31.4, ap=43.1))
 
 
 # ------------------------------------------------------------------------------------------------
-# models and inputs
+# models and inputs (built by shvit_mm.apis.config.build_model: no pretrained download, since
+# speed does not depend on the weights' values)
 # ------------------------------------------------------------------------------------------------
-def load_detr_config(config: str, cfg_options: Optional[dict] = None) -> Config:
-    """Read a config (path) and apply ``cfg_options`` (dotted keys, as ``--cfg-options``)."""
-    if not os.path.isfile(config):
-        raise FileNotFoundError(f'config {config!r} does not exist (give a path to a .py config, '
-                                'e.g. configs/deformable_detr/r50.py)')
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    return cfg
-
-
-def build_detector(cfg: Config, device: str = 'cpu', init: bool = True) -> nn.Module:
-    """Build ``cfg.model`` in eval mode on ``device``; the backbone's pretrained init is dropped
-    (nothing is downloaded: speed does not depend on the weights' values)."""
-    import shvit_mm  # noqa: F401  (registers the components)
-    from mmdet.registry import MODELS
-
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model_cfg = copy.deepcopy(cfg.model)
-    if model_cfg.get('backbone', {}).get('init_cfg') is not None:
-        model_cfg.backbone.init_cfg = None
-    model = MODELS.build(model_cfg)
-    if init:
-        # MMEngine logs every parameter's initialisation at INFO level: keep that out of reports.
-        logger = MMLogger.get_current_instance()
-        level = logger.level
-        logger.setLevel(logging.WARNING)
-        try:
-            model.init_weights()
-        finally:
-            logger.setLevel(level)
-    return model.to(device).eval()
-
-
 def count_parameters(model: nn.Module) -> Dict[str, int]:
     """Parameter counts of the whole detector and of its parts."""
     def n(module: Optional[nn.Module]) -> int:
@@ -261,15 +222,16 @@ def run_benchmark(multi_config: str, single_config: str, height: int = 800, widt
 def _run(multi_config, single_config, height, width, batch_size, reps, warmup, devices, parts,
          cfg_options, seed, layer_profile) -> dict:
     torch.manual_seed(seed)
-    cfgs = dict(multi=load_detr_config(multi_config, cfg_options),
-                single=load_detr_config(single_config, cfg_options))
+    # Both configs are read before anything is built: a typo fails fast.
+    cfgs = dict(multi=read_config(multi_config, cfg_options),
+                single=read_config(single_config, cfg_options))
     result = dict(
         configs=dict(multi=multi_config, single=single_config), cfg_options=cfg_options or {},
         input=dict(batch_size=batch_size, height=height, width=width), reps=reps, warmup=warmup,
         threads=torch.get_num_threads(), torch=torch.__version__, platform=platform.platform(),
-        cpu=platform.processor() or platform.machine(), paper=PAPER, devices={})
+        cpu=platform.processor() or platform.machine(), devices={})
 
-    models = dict(multi=build_detector(cfgs['multi']), single=build_detector(cfgs['single']))
+    models = dict(multi=build_model(cfgs['multi']), single=build_model(cfgs['single']))
     result['not_shared'] = share_weights(models['multi'], models['single'])
     result['params'] = {k: count_parameters(m) for k, m in models.items()}
     result['attention'] = {k: attention_layout(m) for k, m in models.items()}
@@ -306,8 +268,15 @@ def _run(multi_config, single_config, height, width, batch_size, reps, warmup, d
 # ------------------------------------------------------------------------------------------------
 # report
 # ------------------------------------------------------------------------------------------------
-def format_markdown(result: dict, command: Optional[str] = None) -> str:
-    """Markdown tables of the timings and parameter counts in ``result``."""
+def format_markdown(result: dict, command: Optional[str] = None,
+                    paper: Optional[dict] = None) -> str:
+    """Markdown tables of the timings and parameter counts in ``result``.
+
+    ``paper`` (default: ``result['paper']`` if there is one) adds published figures to compare
+    with: ``dict(multi=dict(params_m=..., fps=...), single=dict(params_m=..., fps=...))``, as
+    ``tools/analysis_tools/benchmark_detr.py`` passes the SHViT paper's Table 9.
+    """
+    paper = paper or result.get('paper')
     lines = []
     if command:
         lines += [f'Command: `{command}`', '']
@@ -352,19 +321,20 @@ def format_markdown(result: dict, command: Optional[str] = None) -> str:
             bound = sum_m / kept if kept else float('inf')
             lines += ['', f'Sum of layers: {sum_m:.0f} vs {sum_s:.0f} ms ({sum_m / sum_s:.2f}x); '
                       f'if the changed layers cost nothing: {bound:.2f}x.']
-    paper = result['paper']
-    lines += ['', f"Paper (Table 9, whole model on a GPU): {paper['multi']['fps']} -> "
-              f"{paper['single']['fps']} FPS, "
-              f"{paper['single']['fps'] / paper['multi']['fps']:.2f}x."]
+    if paper:
+        lines += ['', f"Paper (Table 9, whole model on a GPU): {paper['multi']['fps']} -> "
+                  f"{paper['single']['fps']} FPS, "
+                  f"{paper['single']['fps'] / paper['multi']['fps']:.2f}x."]
     pm, ps = result['params']['multi'], result['params']['single']
     lines += ['', '| parameters (M) | multi-head | single-head | difference |', '|---|---|---|---|']
     for key in ('total', 'trainable', 'transformer', 'encoder', 'decoder', 'backbone', 'neck',
                 'bbox_head'):
         lines.append(f'| {key} | {pm[key] / 1e6:.3f} | {ps[key] / 1e6:.3f} | '
                      f'{(ps[key] - pm[key]) / 1e6:+.3f} |')
-    lines.append(f"| paper (Table 9) | {paper['multi']['params_m']:.1f} | "
-                 f"{paper['single']['params_m']:.1f} | "
-                 f"{paper['single']['params_m'] - paper['multi']['params_m']:+.1f} |")
+    if paper:
+        lines.append(f"| paper (Table 9) | {paper['multi']['params_m']:.1f} | "
+                     f"{paper['single']['params_m']:.1f} | "
+                     f"{paper['single']['params_m'] - paper['multi']['params_m']:+.1f} |")
     lines += ['', f"{len(result['not_shared'])} tensors of the single-head model have no same-shaped "
                  'counterpart in the multi-head one (kept their initialisation); all others were '
                  'copied from it.']
@@ -383,3 +353,17 @@ def save_json(result: dict, path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, 'w') as f:
         json.dump(result, f, indent=2)
+
+
+def run_and_report(out: str, command: Optional[str] = None, paper: Optional[dict] = None,
+                   **kwargs) -> dict:
+    """:func:`run_benchmark` (``kwargs``), then write every figure (with ``command`` and the
+    ``paper`` figures compared against) to the JSON file ``out`` and print the markdown report."""
+    result = run_benchmark(**kwargs)
+    result['command'] = command
+    if paper:
+        result['paper'] = paper
+    save_json(result, out)
+    print(format_markdown(result, command))
+    print(f'\nJSON: {out}')
+    return result

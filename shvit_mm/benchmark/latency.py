@@ -27,10 +27,11 @@ import torch
 
 from shvit_mm.deploy import compare_outputs, cpu_bf16_support, cpu_flags
 
-from .zoo import ARCHS, BenchEntry, Runner, build_runner, skip_reason
+from .zoo import ARCHS, MODES, BenchEntry, Runner, build_runner, skip_reason
 
 __all__ = ['BenchmarkConfig', 'Progress', 'measure_size', 'run_benchmark', 'markdown_table',
-           'plot_latency_vs_size', 'environment_info', 'summarize_targets', 'time_stats']
+           'plot_latency_vs_size', 'environment_info', 'compare_entries', 'time_stats',
+           'write_json', 'run_and_report']
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,9 +420,17 @@ def _f(v: Optional[float], fmt: str) -> str:
     return '–' if v is None else format(v, fmt)
 
 
-def markdown_table(result: Dict[str, Any]) -> str:
-    """The latency table (one block per input size) as GitHub markdown."""
+def markdown_table(result: Dict[str, Any], paper_cpu_ms: Optional[Dict[str, float]] = None) -> str:
+    """The latency table (one block per input size) as GitHub markdown.
+
+    ``paper_cpu_ms`` (backbone name -> published CPU milliseconds per image, e.g. the SHViT
+    paper's Table 5 as ``tools/analysis_tools/benchmark_backbone.py`` passes it) adds a column
+    with the published speed-up over the reference, for the eager and deploy rows of the
+    backbones it names.
+    """
     cfg = result['config']
+    paper_ms = paper_cpu_ms or {}
+    paper_col = paper_cpu_ms is not None
     ref = cfg.get('reference')
     ref_label = ref or 'reference'
     lines = []
@@ -438,23 +447,20 @@ def markdown_table(result: Dict[str, Any]) -> str:
         lines += [head, '',
                   '| backbone | mode | params (M) | GMACs | ms/img (median) | p25–p75 | img/s '
                   + ('| CPU-time ms/img ' if cpu else '')
-                  + f'| GFLOP/s | % of peak | speed-up vs {ref_label} | paper CPU speed-up | '
-                  f'min cos vs fp32 |',
+                  + f'| GFLOP/s | % of peak | speed-up vs {ref_label} | '
+                  + ('paper CPU speed-up | ' if paper_col else '') + 'min cos vs fp32 |',
                   '|---|---|---:|---:|---:|---:|---:|' + ('---:|' if cpu else '')
-                  + '---:|---:|---:|---:|---:|']
-        paper_ref = None
-        if ref and ref.split(':')[0] in ARCHS:
-            paper_ref = ARCHS[ref.split(':')[0]].paper_cpu_ms
+                  + '---:|' * (4 + paper_col)]
+        paper_ref = paper_ms.get(ref.split(':')[0]) if ref else None
         for r in rows:
-            from .zoo import MODES
             name = ARCHS[r['arch']].label
             mode = MODES[r['mode']].label
             if 'skipped' in r:
-                lines.append(f'| {name} | {mode} | | | skipped: {r["skipped"]} | | | | | | | |'
-                             + (' |' if cpu else ''))
+                lines.append(f'| {name} | {mode} | | | skipped: {r["skipped"]} |'
+                             + ' |' * (6 + paper_col + cpu))
                 continue
             st = r['ms_per_img']
-            paper = ARCHS[r['arch']].paper_cpu_ms
+            paper = paper_ms.get(r['arch'])
             paper_ratio = (paper_ref / paper) if (paper and paper_ref and r['mode'] in
                                                   ('eager', 'deploy')) else None
             acc = r.get('accuracy', {}).get('cosine')
@@ -464,8 +470,9 @@ def markdown_table(result: Dict[str, Any]) -> str:
                 f'| {st["median"]:.1f} | {st["p25"]:.1f}–{st["p75"]:.1f} | {r["img_per_s"]:.1f} '
                 + (f'| {_f(r.get("cpu_ms_per_img", {}).get("median"), ".1f")} ' if cpu else '')
                 + f'| {_f(r.get("gflop_s"), ".0f")} | {_f(r.get("pct_peak"), ".0f")} '
-                f'| {_f(r.get("speedup_vs_reference"), ".2f")} | {_f(paper_ratio, ".2f")} '
-                f'| {_f(acc, ".6f")} |')
+                f'| {_f(r.get("speedup_vs_reference"), ".2f")} '
+                + (f'| {_f(paper_ratio, ".2f")} ' if paper_col else '')
+                + f'| {_f(acc, ".6f")} |')
         lines.append('')
     lines.append(f'before: `{result.get("uptime_before", "")}`  ')
     lines.append(f'after: `{result.get("uptime_after", "")}`  ')
@@ -475,9 +482,19 @@ def markdown_table(result: Dict[str, Any]) -> str:
     return '\n'.join(lines)
 
 
-def summarize_targets(result: Dict[str, Any], size: Optional[int] = None) -> List[str]:
-    """The ratios the project tracks, where the entries were measured (wall clock, and CPU time
-    in brackets when measured on the CPU), at ``size`` (default 512 if measured, else the first)."""
+def compare_entries(result: Dict[str, Any], comparisons: Sequence[Tuple[str, ...]],
+                    size: Optional[int] = None) -> List[str]:
+    """One line per comparison whose entries were measured at ``size`` (default 512 if measured,
+    else the first table size), in the order given:
+
+    * ``(label, slower_key, faster_key)``: ``'label: 2.00x'``, the ratio of their median latencies
+      (wall clock; CPU time in brackets when measured on the CPU);
+    * ``(label, key)``: the entry's latency against its fp32 roofline (its multiply-adds at the
+      measured GEMM peak; needs the peak and FLOP counts).
+
+    Which comparisons matter is the caller's business (``benchmark_backbone.py`` lists the
+    project's).
+    """
     sizes = result['config']['sizes']
     size = size or (512 if 512 in sizes else sizes[0])
     rows = {r['key']: r for r in result['table'] if r['size'] == size and 'ms_per_img' in r}
@@ -494,30 +511,24 @@ def summarize_targets(result: Dict[str, Any], size: Optional[int] = None) -> Lis
             text += f' (CPU time: {ms(num, "cpu_ms_per_img") / ms(den, "cpu_ms_per_img"):.2f}x)'
         return text
 
+    def roofline(key: str) -> Optional[str]:
+        r = rows.get(key)
+        if not (r and r.get('roofline_ms_per_img')):
+            return None
+        text = (f'{r["ms_per_img"]["median"]:.1f} ms/img = '
+                f'{r["ms_per_img"]["median"] / r["roofline_ms_per_img"]:.2f}x the fp32 roofline '
+                f'({r["roofline_ms_per_img"]:.1f} ms/img at {r["peak_gflop_s"]:.0f} GFLOP/s)')
+        if r.get('cpu_roofline_ms_per_img'):
+            c = r['cpu_ms_per_img']['median']
+            text += (f'; CPU time {c:.1f} ms/img = {c / r["cpu_roofline_ms_per_img"]:.2f}x '
+                     f'({r["cpu_roofline_ms_per_img"]:.1f} ms/img)')
+        return text
+
     out = []
-    s4_modes = ('deploy', 'cl', 'compile', 'jit', 'onnx')
-    for mode in s4_modes:
-        text = ratio('resnet50:eager', f'shvit_s4:{mode}')
+    for label, *keys in comparisons:
+        text = ratio(*keys) if len(keys) == 2 else roofline(*keys)
         if text:
-            out.append(f'ResNet-50 (eager) / SHViT-S4 ({mode}): {text}')
-    text = ratio('resnet50:compile', 'shvit_s4:compile')
-    if text:
-        out.append(f'ResNet-50 (compile) / SHViT-S4 (compile): {text}')
-    for mode in s4_modes:
-        r = rows.get(f'shvit_s4:{mode}')
-        if r and r.get('roofline_ms_per_img'):
-            line = (f'SHViT-S4 ({mode}): {r["ms_per_img"]["median"]:.1f} ms/img = '
-                    f'{r["ms_per_img"]["median"] / r["roofline_ms_per_img"]:.2f}x the fp32 roofline '
-                    f'({r["roofline_ms_per_img"]:.1f} ms/img at {r["peak_gflop_s"]:.0f} GFLOP/s)')
-            if r.get('cpu_roofline_ms_per_img'):
-                c = r['cpu_ms_per_img']['median']
-                line += (f'; CPU time {c:.1f} ms/img = {c / r["cpu_roofline_ms_per_img"]:.2f}x '
-                         f'({r["cpu_roofline_ms_per_img"]:.1f} ms/img)')
-            out.append(line)
-    for mode in ('compile', 'onnx', 'cl', 'deploy'):
-        text = ratio(f'shvit_s4:{mode}', 'shvit_s4:bf16')
-        if text:
-            out.append(f'SHViT-S4 bf16 (compile) faster than fp32 ({mode}): {text}')
+            out.append(f'{label}: {text}')
     return out
 
 
@@ -572,3 +583,29 @@ def write_json(result: Dict[str, Any], path: str) -> str:
     with open(path, 'w') as f:
         json.dump(result, f, indent=1, default=str)
     return path
+
+
+def run_and_report(cfg: BenchmarkConfig, out_dir: str, command: Optional[str] = None,
+                   progress: Optional[Progress] = None,
+                   paper_cpu_ms: Optional[Dict[str, float]] = None,
+                   comparisons: Sequence[Tuple[str, ...]] = ()) -> Dict[str, Any]:
+    """:func:`run_benchmark`, then write ``latency.json``, ``latency.md`` (the command, the
+    :func:`markdown_table` and the :func:`compare_entries` lines) and ``latency_vs_size.png``
+    under ``out_dir`` and print the markdown. Returns the result."""
+    result = run_benchmark(cfg, progress, command=command)
+    os.makedirs(out_dir, exist_ok=True)
+    table = markdown_table(result, paper_cpu_ms=paper_cpu_ms)
+    targets = compare_entries(result, comparisons)
+    png = plot_latency_vs_size(result, os.path.join(out_dir, 'latency_vs_size.png'))
+    result['plot'] = png
+    result['targets'] = targets
+    json_path = write_json(result, os.path.join(out_dir, 'latency.json'))
+    md = f'`{command}`\n\n{table}\n'
+    if targets:
+        md += '\n' + '\n'.join(f'- {t}' for t in targets) + '\n'
+    with open(os.path.join(out_dir, 'latency.md'), 'w') as f:
+        f.write(md)
+    print(md)
+    print(f'JSON: {json_path}')
+    print(f'plot: {png if png else "(nothing measured at two or more sizes)"}')
+    return result

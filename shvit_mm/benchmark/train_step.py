@@ -1,5 +1,8 @@
 """Time one training iteration (forward + backward + optimizer step) of detector configs, side by
-side and interleaved, on synthetic images of a fixed size: no dataset needed."""
+side and interleaved, on synthetic images of a fixed size: no dataset needed.
+
+Models come from :func:`shvit_mm.apis.config.build_model` (``mmdet::`` names allowed) without
+pretrained weights: the time of an iteration does not depend on their values."""
 from __future__ import annotations
 
 import time
@@ -7,25 +10,7 @@ from typing import Dict, List, Sequence
 
 import torch
 
-
-def _build(config: str):
-    from mmengine.config import Config
-    from mmengine.registry import DefaultScope
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-    import shvit_mm  # noqa: F401
-    register_all_modules(init_default_scope=False)
-    if config.startswith('mmdet::'):  # a config shipped inside MMDetection
-        import os.path as osp
-        import mmdet
-        config = osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', config[len('mmdet::'):])
-    cfg = Config.fromfile(config)
-    cfg.model.backbone.init_cfg = None  # no pretrained download; timing does not depend on it
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        model = MODELS.build(cfg.model)
-    model.init_weights()
-    model.train()
-    return model
+from shvit_mm.apis.config import build_model
 
 
 def _batch(model, batch_size: int, height: int, width: int, seed: int = 0):
@@ -58,7 +43,7 @@ def time_train_steps(configs: Sequence[str], height: int = 800, width: int = 133
     """Median seconds per training iteration of each config, interleaved round-robin."""
     if threads:
         torch.set_num_threads(threads)
-    models = [_build(c) for c in configs]
+    models = [build_model(c, mode='train') for c in configs]
     opts = [torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=0.05) for m in models]
     batches = [_batch(m, batch_size, height, width) for m in models]
     times: List[List[float]] = [[] for _ in configs]
@@ -83,3 +68,16 @@ def time_train_steps(configs: Sequence[str], height: int = 800, width: int = 133
         out.append(dict(config=c, params_m=sum(p.numel() for p in m.parameters()) / 1e6,
                         median_s=t[len(t) // 2], min_s=t[0], max_s=t[-1]))
     return out
+
+
+def format_markdown(rows: List[Dict], height: int, width: int, batch_size: int, reps: int) -> str:
+    """:func:`time_train_steps`' rows as a markdown table, times relative to the last config."""
+    ref = rows[-1]['median_s']
+    lines = [f'{height}x{width}, batch {batch_size}, median of {reps} interleaved iterations '
+             '(forward + backward + AdamW step)', '',
+             '| config | params (M) | s/iter (median) | min-max | time vs last |',
+             '|---|---:|---:|---:|---:|']
+    for r in rows:
+        lines.append(f"| {r['config']} | {r['params_m']:.2f} | {r['median_s']:.2f} | "
+                     f"{r['min_s']:.2f}-{r['max_s']:.2f} | {r['median_s'] / ref:.2f}x |")
+    return '\n'.join(lines)

@@ -38,8 +38,8 @@ import torch.nn as nn
 from shvit_mm.deploy import (cpu_bf16_support, fuse_for_deploy, optimize_for_inference,
                              randomize_norm_stats_)
 
-__all__ = ['ARCHS', 'MODES', 'PRESETS', 'BenchEntry', 'parse_entries', 'build_arch', 'build_runner',
-           'Runner', 'skip_reason']
+__all__ = ['ARCHS', 'MODES', 'PRESETS', 'BenchEntry', 'parse_entries', 'describe', 'build_arch',
+           'build_runner', 'Runner', 'skip_reason']
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,6 @@ class ArchInfo:
     source: str
     builder: Callable[[Tuple[int, int]], nn.Module]
     requires: Tuple[str, ...] = ()
-    paper_cpu_ms: Optional[float] = None  # SHViT paper Table 5 (Intel CPU, batch 16, 512x512)
-    paper_gpu_ms: Optional[float] = None  # SHViT paper Table 5 (A100, batch 32, 512x512)
 
 
 def _shvit(arch: str) -> Callable[[Tuple[int, int]], nn.Module]:
@@ -131,16 +129,14 @@ ARCHS: Dict[str, ArchInfo] = {
     'shvit_s1': ArchInfo('SHViT-S1', 'shvit_mm', _shvit('s1')),
     'shvit_s2': ArchInfo('SHViT-S2', 'shvit_mm', _shvit('s2')),
     'shvit_s3': ArchInfo('SHViT-S3', 'shvit_mm', _shvit('s3')),
-    'shvit_s4': ArchInfo('SHViT-S4', 'shvit_mm', _shvit('s4'), paper_cpu_ms=5.0, paper_gpu_ms=0.28),
-    'resnet50': ArchInfo('ResNet-50', 'MMDetection', _resnet50, ('mmdet',), 19.0, 0.94),
-    'efficientnet_b0': ArchInfo('EfficientNet-B0', 'MMPretrain', _efficientnet_b0, ('mmpretrain',),
-                                16.7, 0.54),
+    'shvit_s4': ArchInfo('SHViT-S4', 'shvit_mm', _shvit('s4')),
+    'resnet50': ArchInfo('ResNet-50', 'MMDetection', _resnet50, ('mmdet',)),
+    'efficientnet_b0': ArchInfo('EfficientNet-B0', 'MMPretrain', _efficientnet_b0, ('mmpretrain',)),
     'mobilenet_v3_large': ArchInfo('MobileNetV3-L', 'MMPretrain', _mobilenet_v3_large,
-                                   ('mmpretrain',), 7.5, 0.34),
+                                   ('mmpretrain',)),
     'efficientformer_l1': ArchInfo('EfficientFormer-L1', 'MMPretrain', _efficientformer_l1,
-                                   ('mmpretrain',), 21.0, 0.84),
-    'poolformer_s12': ArchInfo('PoolFormer-S12', 'MMPretrain', _poolformer_s12, ('mmpretrain',),
-                               40.4, 1.20),
+                                   ('mmpretrain',)),
+    'poolformer_s12': ArchInfo('PoolFormer-S12', 'MMPretrain', _poolformer_s12, ('mmpretrain',)),
     'timm_shvit_s4': ArchInfo('timm shvit_s4', 'timm', _timm_shvit_s4, ('timm',)),
 }
 
@@ -237,6 +233,14 @@ def parse_entries(items: Sequence[str]) -> List[BenchEntry]:
             seen.add(e.key)
             unique.append(e)
     return unique
+
+
+def describe() -> str:
+    """The backbones, modes and presets, one a line (``benchmark_backbone.py --list``)."""
+    lines = ['backbones:'] + [f'  {k:20s} {a.label} ({a.source})' for k, a in ARCHS.items()]
+    lines += ['modes:'] + [f'  {k:12s} {m.description}' for k, m in MODES.items()]
+    lines += ['presets:'] + [f'  {k:8s} {" ".join(v)}' for k, v in PRESETS.items()]
+    return '\n'.join(lines)
 
 
 def skip_reason(entry: BenchEntry, device: str) -> Optional[str]:

@@ -1,10 +1,13 @@
-"""Data transforms that keep training going through bad images, or stop naming the file."""
+"""Data transforms that keep training going through bad images, or stop naming the file.
+
+Registered in MMEngine's root ``TRANSFORMS`` (MMCV's), which MMDetection's and MMSegmentation's
+pipelines both reach."""
 from __future__ import annotations
 
 import numpy as np
 from mmcv.transforms import LoadImageFromFile
-from mmdet.registry import TRANSFORMS
 from mmengine.logging import print_log
+from mmengine.registry import TRANSFORMS
 
 
 class BadImageError(RuntimeError):

@@ -1,16 +1,34 @@
-"""Training hooks that keep a long run safe: crash-safe checkpoints and a finite-loss guard."""
+"""Training hooks that keep a long run safe: crash-safe checkpoints and a finite-loss guard.
+
+Both are registered in MMEngine's root ``HOOKS`` registry, so MMDetection, MMSegmentation and
+MMPretrain configs find them under their own default scope. The project's configs declare them
+through ``configs/_base_/safe_runtime.py``, so ``tools/train.py``, ``Runner.from_cfg(cfg).train()``,
+``mim train`` and a user's own script all train with them.
+"""
 from __future__ import annotations
 
 import glob
+import inspect
 import os
 import os.path as osp
 from typing import Optional
 
+import mmengine
 import torch
-from mmdet.registry import HOOKS
 from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook, Hook
+from mmengine.registry import HOOKS
+from mmengine.utils import digit_version
+
+try:  # MMDetection's guard, when MMDetection is installed: same name, its `interval` argument
+    from mmdet.engine.hooks import CheckInvalidLossHook as _LossGuardBase
+except ImportError:  # pragma: no cover - MMSegmentation / MMPretrain without MMDetection
+    _LossGuardBase = Hook
+
+#: MMEngine versions whose ``CheckpointHook._save_checkpoint_with_step`` this module was checked
+#: against (the method and the attributes it uses are the same throughout 0.10.x).
+SUPPORTED_MMENGINE = ('0.10.0', '0.11.0')
 
 TMP_SUFFIX = '.part'
 
@@ -47,7 +65,15 @@ class SafeCheckpointHook(CheckpointHook):
     * stale ``*.part`` files from an earlier crash are removed when training starts.
 
     Arguments are those of ``CheckpointHook``. Remote back-ends fall back to its behaviour.
+
+    It replaces one non-public method of ``CheckpointHook`` (``_save_checkpoint_with_step``, the
+    only place where a checkpoint file is named and written), so it refuses to start on an MMEngine
+    outside :data:`SUPPORTED_MMENGINE` or whose method has another signature.
     """
+
+    def __init__(self, *args, **kwargs) -> None:
+        check_mmengine_internals()
+        super().__init__(*args, **kwargs)
 
     def before_train(self, runner) -> None:
         super().before_train(runner)
@@ -92,19 +118,49 @@ class SafeCheckpointHook(CheckpointHook):
                 os.remove(old)
 
 
+def check_mmengine_internals() -> None:
+    """Raise RuntimeError unless MMEngine's CheckpointHook is the one SafeCheckpointHook extends."""
+    low, high = SUPPORTED_MMENGINE
+    version = mmengine.__version__
+    method = getattr(CheckpointHook, '_save_checkpoint_with_step', None)
+    params = list(inspect.signature(method).parameters) if method is not None else None
+    if not digit_version(low) <= digit_version(version) < digit_version(high) or \
+            params != ['self', 'runner', 'step', 'meta']:
+        raise RuntimeError(
+            f'SafeCheckpointHook supports MMEngine >= {low}, < {high} (it extends '
+            f'CheckpointHook._save_checkpoint_with_step(runner, step, meta)); the installed MMEngine '
+            f'{version} has {params if params is not None else "no such method"}. Install a '
+            f'supported MMEngine (pip install "mmengine>={low},<{high}") or set '
+            "default_hooks.checkpoint.type='CheckpointHook' (not crash-safe) in the config.")
+
+
 @HOOKS.register_module()
-class FiniteLossHook(Hook):
+class FiniteLossHook(_LossGuardBase):
     """Stop training at the first non-finite loss, naming the iteration and the loss terms.
 
-    Runs before the checkpoint hook of the same iteration, so nothing computed from a non-finite
-    loss is ever saved: the last checkpoint on disk stays the last good one.
+    MMDetection's ``CheckInvalidLossHook`` (whose public ``after_train_iter`` it overrides) asserts
+    every ``interval`` iterations and logs a bare message; this one checks every iteration by
+    default, raises a ``FloatingPointError`` that names the iteration, the non-finite loss terms,
+    the last good checkpoint and what to try. It runs before the checkpoint hook of the same
+    iteration, so nothing computed from a non-finite loss is ever saved: the last checkpoint on
+    disk stays the last good one.
+
+    Args:
+        interval (int): Check every ``interval`` training iterations. Default: 1.
     """
 
     priority = 'ABOVE_NORMAL'
 
+    def __init__(self, interval: int = 1) -> None:
+        if not isinstance(interval, int) or interval < 1:
+            raise ValueError(f'FiniteLossHook: interval must be a positive int, got {interval!r}')
+        self.interval = interval
+
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs: Optional[dict] = None) -> None:
         if not outputs or 'loss' not in outputs:
+            return
+        if not self.every_n_train_iters(runner, self.interval):
             return
         loss = outputs['loss']
         if torch.isfinite(torch.as_tensor(loss)).all():

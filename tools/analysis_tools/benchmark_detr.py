@@ -4,7 +4,8 @@
     python tools/analysis_tools/benchmark_detr.py --shape 512 512 --reps 3 --devices cpu cuda
 
 Prints a markdown table (with this command) and writes every raw time to a JSON file. The logic
-lives in :mod:`shvit_mm.benchmark.detr_speed`.
+lives in :mod:`shvit_mm.benchmark.detr_speed`; this script holds the paper's figures it is compared
+with.
 """
 import argparse
 import os
@@ -16,8 +17,12 @@ from mmengine.config import DictAction
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)  # run from a checkout too
 
-from shvit_mm.benchmark.detr_speed import (PARTS, format_markdown, run_benchmark,  # noqa: E402
-                                           save_json)
+from shvit_mm.benchmark.detr_speed import PARTS, run_and_report  # noqa: E402
+
+#: SHViT paper (Yun & Ro, CVPR 2024, arXiv:2401.16456), Appendix C, Table 9: ResNet-50 Deformable
+#: DETR with multi-head against single-head attention (parameters, GPU FPS, COCO box AP).
+PAPER_TABLE9 = dict(multi=dict(params_m=40.0, fps=25.4, ap=43.8),
+                    single=dict(params_m=37.1, fps=31.4, ap=43.1))
 
 
 def parse_args(argv=None):
@@ -49,16 +54,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    result = run_benchmark(args.multi_config, args.single_config, height=args.shape[0],
-                           width=args.shape[1], batch_size=args.batch_size, reps=args.reps,
-                           warmup=args.warmup, threads=args.threads, devices=args.devices,
-                           parts=args.parts, cfg_options=args.cfg_options,
-                           layer_profile=args.layer_profile)
     command = 'python ' + ' '.join(shlex.quote(a) for a in sys.argv)
-    result['command'] = command
-    save_json(result, args.out)
-    print(format_markdown(result, command))
-    print(f'\nJSON: {args.out}')
+    run_and_report(args.out, command, PAPER_TABLE9, multi_config=args.multi_config,
+                   single_config=args.single_config, height=args.shape[0], width=args.shape[1],
+                   batch_size=args.batch_size, reps=args.reps, warmup=args.warmup,
+                   threads=args.threads, devices=args.devices, parts=args.parts,
+                   cfg_options=args.cfg_options, layer_profile=args.layer_profile)
 
 
 if __name__ == '__main__':

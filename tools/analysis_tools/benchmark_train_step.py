@@ -5,7 +5,7 @@
 """
 import argparse
 
-from shvit_mm.benchmark.train_step import time_train_steps
+from shvit_mm.benchmark.train_step import format_markdown, time_train_steps
 
 
 def main():
@@ -19,14 +19,7 @@ def main():
     args = parser.parse_args()
     rows = time_train_steps(args.configs, *args.shape, args.batch, args.reps, args.warmup,
                             args.threads)
-    ref = rows[-1]['median_s']
-    print(f'\n{args.shape[0]}x{args.shape[1]}, batch {args.batch}, median of {args.reps} '
-          'interleaved iterations (forward + backward + AdamW step)\n')
-    print('| config | params (M) | s/iter (median) | min-max | time vs last |')
-    print('|---|---:|---:|---:|---:|')
-    for r in rows:
-        print(f"| {r['config']} | {r['params_m']:.2f} | {r['median_s']:.2f} | "
-              f"{r['min_s']:.2f}-{r['max_s']:.2f} | {r['median_s'] / ref:.2f}x |")
+    print('\n' + format_markdown(rows, *args.shape, args.batch, args.reps))
 
 
 if __name__ == '__main__':

@@ -12,18 +12,25 @@ Module and parameter names follow the official release (``patch_embed``, ``block
 ``c``/``bn`` pairs), so its checkpoints load without renaming. ``switch_to_deploy()`` folds every
 BatchNorm into its convolution and the identity of each residual depthwise conv into its kernel, as
 the paper's speed measurements do.
+
+The class needs only PyTorch and MMEngine. It is registered once, in MMEngine's root ``MODELS``
+registry, whose children are MMDetection's, MMSegmentation's and MMPretrain's: ``type='SHViT'``
+builds this class under any of their default scopes.
 """
 from __future__ import annotations
 
 import copy
-from typing import Dict, List, Optional, Sequence, Union
+from collections import OrderedDict
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 from mmengine.logging import MMLogger
-from mmdet.registry import MODELS
 from mmengine.model import BaseModule
+from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from .shvit_weights import load_backbone_checkpoint
 
 # ---------------------------------------------------------------------------------------------
 # Building blocks
@@ -236,11 +243,14 @@ class SHViT(BaseModule):
             frozen, affine parameters still trained). Default: False.
         drop_path_rate (float): Stochastic-depth rate, increasing linearly over the blocks to this
             value. Default: 0.
-        deploy (bool): Fold BatchNorms and residual depthwise convs into plain convolutions the first
-            time the backbone runs in eval mode (after any checkpoint has been loaded). Default: False.
+        deploy (bool): Build the fused inference structure (every BatchNorm folded into its
+            convolution, residual depthwise convs folded into one conv) at construction, the way
+            MMPretrain's re-parameterisable backbones do. Such a model loads fused checkpoints
+            directly and unfused ones (training checkpoints, the official release) by fusing them
+            on the way in. Otherwise call :meth:`switch_to_deploy` explicitly. Default: False.
         init_cfg (dict | list[dict], optional): ``dict(type='Pretrained', checkpoint=PATH_OR_URL)``
-            loads the official release, timm's layout, a plain state dict or an MMDetection
-            checkpoint (see :mod:`shvit_mm.checkpoint`).
+            loads the official release, timm's layout, a plain state dict or an MMDetection /
+            MMSegmentation checkpoint (see :mod:`shvit_mm.models.backbones.shvit_weights`).
     """
 
     #: Variants as data (paper Table 7 / official release).
@@ -307,6 +317,10 @@ class SHViT(BaseModule):
                 cursor += 1
             self.add_module(f'blocks{i + 1}', nn.Sequential(*layers))
         self._freeze_stages()
+        # A deploy model must also accept unfused weights (training checkpoints, the release).
+        self._register_load_state_dict_pre_hook(self._fuse_incoming_state_dict, with_module=True)
+        if deploy:
+            self.switch_to_deploy()
 
     # -- configuration helpers ---------------------------------------------------------------
     @classmethod
@@ -353,7 +367,6 @@ class SHViT(BaseModule):
         if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
             # MMEngine's Pretrained initialiser only unwraps ``state_dict``: an official release
             # file (``{'model': ...}``) would silently load nothing. Use our format-aware loader.
-            from shvit_mm.checkpoint import load_backbone_checkpoint
             load_backbone_checkpoint(self, self.init_cfg['checkpoint'],
                                      prefix=self.init_cfg.get('prefix'),
                                      logger=MMLogger.get_current_instance())
@@ -382,11 +395,51 @@ class SHViT(BaseModule):
 
     @torch.no_grad()
     def switch_to_deploy(self) -> 'SHViT':
-        """Fold every Conv2d+BatchNorm pair and each residual depthwise 3x3 conv into one conv."""
+        """Fold every Conv2d+BatchNorm pair and each residual depthwise 3x3 conv into one conv.
+
+        Uses the BatchNorm running statistics, so call it on a trained (or loaded) model; the
+        parameter names change (``*.c.weight`` + ``*.bn.*`` become ``*.weight`` + ``*.bias``).
+        """
         if not self.fused:
             _fuse_children(self)
             self.fused = True
+            self.deploy = True
         return self
+
+    @torch.no_grad()
+    def fuse_state_dict(self, state_dict: Mapping[str, torch.Tensor]
+                        ) -> 'OrderedDict[str, torch.Tensor]':
+        """The deploy-structure state dict equivalent to an unfused (official-layout) one.
+
+        A twin of this architecture is built unfused, loads ``state_dict`` strictly, is fused and
+        returns its state dict. Raises KeyError/RuntimeError (from ``load_state_dict``) naming the
+        keys when ``state_dict`` is not a complete unfused SHViT of this architecture.
+        """
+        twin = SHViT(arch=self.arch, in_channels=self.in_channels, out_indices=self.out_indices)
+        twin.load_state_dict(state_dict, strict=True)
+        return OrderedDict(twin.eval().switch_to_deploy().state_dict())
+
+    @staticmethod
+    def _fuse_incoming_state_dict(module: 'SHViT', state_dict, prefix, local_metadata, strict,
+                                  missing_keys, unexpected_keys, error_msgs) -> None:
+        """``load_state_dict`` pre-hook: fuse unfused weights loaded into a deploy model.
+
+        Only a complete unfused set is converted; anything else is left for PyTorch to report as
+        missing / unexpected keys as usual.
+        """
+        if not module.fused:
+            return
+        own = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        if not any(k.endswith('.bn.running_var') for k in own):
+            return  # already fused weights (or none at all)
+        try:
+            fused = module.fuse_state_dict(own)
+        except (KeyError, RuntimeError):
+            return
+        for k in own:
+            del state_dict[prefix + k]
+        for k, v in fused.items():
+            state_dict[prefix + k] = v
 
     # -- forward -----------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> tuple:
@@ -396,8 +449,6 @@ class SHViT(BaseModule):
             raise ValueError(
                 f'SHViT was built for {self.in_channels} input channels but got {x.shape[1]} '
                 f'(input shape {tuple(x.shape)}); convert the images or set in_channels={x.shape[1]}')
-        if self.deploy and not self.fused and not self.training:
-            self.switch_to_deploy()
         x = self.patch_embed(x)
         outs = []
         for i, stage in enumerate(self.stages):

@@ -1,4 +1,3 @@
-"""Necks for stride-16/32/64 backbones."""
-from .shvit_fpn import SHViTFPN
-
-__all__ = ['SHViTFPN']
+"""Codebase-neutral neck parts: the transposed-convolution levels that each codebase's
+``SHViTFPN`` adds to its own FPN (see :mod:`shvit_mm.detection.necks`,
+:mod:`shvit_mm.segmentation.necks`). Import :mod:`.transposed_fpn` directly (it needs MMCV)."""

@@ -6,7 +6,6 @@ import os.path as osp
 import signal
 import subprocess
 import sys
-import time
 
 import cv2
 import numpy as np
@@ -29,68 +28,124 @@ class _Payload:
 
 
 def _loadable(path):
-    from shvit_mm.checkpoint import safe_load
+    from shvit_mm.utils.safe_load import safe_load
     ckpt = safe_load(path)
     return 'state_dict' in ckpt and 'message_hub' in ckpt
 
 
 # ------------------------------------------------------------------------------------------------
-# 1. crash-safe checkpoints and resume
+# 1. crash-safe checkpoints and resume, through tools/train.py and through a plain MMEngine Runner
 # ------------------------------------------------------------------------------------------------
-def _train_cmd(work, opts):
-    return [sys.executable, TRAIN, DEMO_CFG, '--work-dir', str(work), '--cfg-options'] + opts
+# Faults are injected by a hook inside the training process, at an exact point of the run: no
+# timing, no polling, nothing a loaded machine can miss.
+_KILL_HOOK = """
+import os
+import signal
+
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
 
 
-def _kill_while_writing(cmd, cwd, work, timeout=600):
-    """Start training; SIGKILL it while a checkpoint file is being written. Returns True when the
-    kill landed mid-write (a ``.part`` file stayed behind), False when training ended first."""
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=dict(os.environ, PYTHONWARNINGS='ignore'))
-    deadline = time.time() + timeout
-    try:
-        while proc.poll() is None and time.time() < deadline:
-            if work.is_dir() and any(p.name.endswith('.pth.part') for p in work.iterdir()):
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                return any(p.name.endswith('.pth.part') for p in work.iterdir())
-            time.sleep(0.002)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return False
+@HOOKS.register_module()
+class KillSelfHook(Hook):
+    \"\"\"Test fault injection: SIGKILL this process at iteration ``at_iter``, or in the middle of
+    writing checkpoint ``epoch_<mid_checkpoint_epoch>`` (after half of the file is on disk).\"\"\"
+
+    priority = 'LOWEST'
+
+    def __init__(self, at_iter=None, mid_checkpoint_epoch=None):
+        self.at_iter = at_iter
+        self.mid_checkpoint_epoch = mid_checkpoint_epoch
+
+    def before_train(self, runner):
+        if self.mid_checkpoint_epoch is None:
+            return
+        save = runner.save_checkpoint
+        target = f'epoch_{self.mid_checkpoint_epoch}.'
+
+        def save_then_die(out_dir, filename, *args, **kwargs):
+            save(out_dir, filename, *args, **kwargs)
+            if filename.startswith(target):
+                path = os.path.join(out_dir, filename)
+                with open(path, 'r+b') as f:
+                    f.truncate(os.path.getsize(path) // 2)  # the write got half way
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        runner.save_checkpoint = save_then_die
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if self.at_iter is not None and runner.iter + 1 == self.at_iter:
+            os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+# A user's own script: MMEngine's Runner on the config, nothing of tools/train.py.
+_PLAIN_RUNNER = """
+import argparse
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
+
+torch.set_num_threads(1)  # as tools/train.py does for the demo config (env_cfg.torch_num_threads)
+
+parser = argparse.ArgumentParser()
+parser.add_argument('config')
+parser.add_argument('--work-dir')
+parser.add_argument('--resume', action='store_true')
+parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+args = parser.parse_args()
+cfg = Config.fromfile(args.config)
+cfg.merge_from_dict(args.cfg_options or {})
+cfg.work_dir = args.work_dir
+cfg.resume = args.resume
+Runner.from_cfg(cfg).train()
+"""
 
 
-def test_sigkill_during_checkpoint_write_then_resume(tmp_path):
+def _crash_setup(tmp_path, **kill):
+    """A config that is the demo config plus KillSelfHook(**kill); the env that finds the hook."""
+    (tmp_path / 'kill_hook.py').write_text(_KILL_HOOK)
+    (tmp_path / 'plain_runner.py').write_text(_PLAIN_RUNNER)
+    config = tmp_path / 'crashing.py'
+    args = ', '.join(f'{k}={v!r}' for k, v in kill.items())
+    config.write_text(f"_base_ = '{DEMO_CFG}'\n"
+                      "custom_imports = dict(imports=['shvit_mm', 'kill_hook'])\n"
+                      "custom_hooks = [dict(type='FiniteLossHook'), "
+                      f"dict(type='KillSelfHook', {args})]\n")
+    env = dict(PYTHONPATH=f'{tmp_path}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
+    return str(config), env
+
+
+def _launch(how, config, work, opts, tmp_path, resume=False):
+    script = TRAIN if how == 'tools/train.py' else str(tmp_path / 'plain_runner.py')
+    return [sys.executable, script, config, '--work-dir', str(work)] + \
+        (['--resume'] if resume else []) + ['--cfg-options'] + opts
+
+
+def _run_killed(cmd, cwd, env):
+    proc = subprocess.run(cmd, cwd=cwd, env=dict(os.environ, PYTHONWARNINGS='ignore', **env),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, (proc.stdout + proc.stderr)[-3000:])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('how', ['tools/train.py', 'plain Runner'])
+def test_sigkill_during_checkpoint_write_then_resume(tmp_path, how):
     work = tmp_path / 'work'
+    config, env = _crash_setup(tmp_path, mid_checkpoint_epoch=2)
     opts = demo_options(str(tmp_path / 'data'), num_train=8, num_val=2, max_epochs=3) + [
         'train_cfg.val_interval=100', 'default_hooks.checkpoint.max_keep_ckpts=1']
-    killed_mid_write = False
-    for _ in range(3):  # each epoch writes a checkpoint: three chances to land inside a write
-        if _kill_while_writing(_train_cmd(work, opts), tmp_path, work):
-            killed_mid_write = True
-            break
-        # the kill came after the rename: resume from scratch of the state and try again
-        for p in work.glob('epoch_*.pth'):
-            p.unlink()
-        (work / 'last_checkpoint').unlink(missing_ok=True)
-    assert killed_mid_write, 'never managed to kill the run inside a checkpoint write'
+    _run_killed(_launch(how, config, work, opts, tmp_path), tmp_path, env)
 
-    partial = [p for p in work.iterdir() if p.name.endswith('.part')]
-    complete = sorted(work.glob('epoch_*.pth'))
-    assert partial, 'the interrupted write left no .part file'
-    for p in complete:  # nothing under a checkpoint name is partial
-        assert _loadable(str(p)), p
-    last = work / 'last_checkpoint'
-    if complete:
-        assert last.read_text().strip() in {str(p) for p in complete}
-    else:
-        assert not last.exists() or last.read_text().strip() == ''
+    # killed half way through writing epoch 2: only epoch 1 carries a checkpoint name
+    assert sorted(p.name for p in work.iterdir() if '.pth' in p.name) == \
+        ['epoch_1.pth', 'epoch_2.pth.part']
+    assert _loadable(str(work / 'epoch_1.pth'))
+    assert (work / 'last_checkpoint').read_text().strip() == str(work / 'epoch_1.pth')
 
-    out = run_tool(_train_cmd(work, opts) + ['--resume'], cwd=tmp_path) if complete else \
-        run_tool(_train_cmd(work, opts), cwd=tmp_path)
-    if complete:
-        assert f'resumed epoch: {len(complete)}' in out.lower() or 'Load checkpoint from' in out
+    # resume (without the fault) from the last complete checkpoint
+    out = run_tool(_launch(how, DEMO_CFG, work, opts, tmp_path, resume=True), cwd=tmp_path)
+    assert 'resumed epoch: 1' in out, out[-3000:]
     assert 'Removing incomplete file' in out
     assert not [p for p in work.iterdir() if p.name.endswith('.part')]
     assert _loadable(str(work / 'epoch_3.pth'))
@@ -98,23 +153,19 @@ def test_sigkill_during_checkpoint_write_then_resume(tmp_path):
     assert (work / 'last_checkpoint').read_text().strip() == str(work / 'epoch_3.pth')
 
 
-def test_sigkill_at_a_random_moment_then_resume(tmp_path):
-    """Killed between checkpoints, --resume continues from the last complete one."""
+@pytest.mark.slow
+@pytest.mark.parametrize('how', ['tools/train.py', 'plain Runner'])
+def test_sigkill_between_checkpoints_then_resume(tmp_path, how):
+    """Killed inside epoch 2 (iteration 6 of 4 per epoch), --resume continues from epoch 1."""
     work = tmp_path / 'work'
+    config, env = _crash_setup(tmp_path, at_iter=6)
     opts = demo_options(str(tmp_path / 'data'), num_train=8, num_val=2, max_epochs=3) + [
         'train_cfg.val_interval=100']
-    proc = subprocess.Popen(_train_cmd(work, opts), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while not (work / 'epoch_1.pth').exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(1.0)  # somewhere inside epoch 2
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = sorted(work.glob('epoch_*.pth'))
-    assert done and all(_loadable(str(p)) for p in done)
-    out = run_tool(_train_cmd(work, opts) + ['--resume'], cwd=tmp_path)
-    assert 'Load checkpoint from' in out or 'resumed' in out.lower()
+    _run_killed(_launch(how, config, work, opts, tmp_path), tmp_path, env)
+    assert sorted(p.name for p in work.iterdir() if '.pth' in p.name) == ['epoch_1.pth']
+    assert _loadable(str(work / 'epoch_1.pth'))
+    out = run_tool(_launch(how, DEMO_CFG, work, opts, tmp_path, resume=True), cwd=tmp_path)
+    assert 'resumed epoch: 1, iter: 4' in out, out[-3000:]
     assert _loadable(str(work / 'epoch_3.pth'))
 
 
@@ -130,6 +181,7 @@ def _evil_checkpoint(tmp_path):
     return path, marker
 
 
+@pytest.mark.slow
 def test_hostile_checkpoint_refused_by_train_test_and_converter(tmp_path):
     path, marker = _evil_checkpoint(tmp_path)
     opts = demo_options(str(tmp_path / 'data'), num_train=4, num_val=2, max_epochs=1)
@@ -138,7 +190,7 @@ def test_hostile_checkpoint_refused_by_train_test_and_converter(tmp_path):
         'resume': _train_cmd(tmp_path / 'w2', opts) + ['--resume', str(path)],
         'test': [sys.executable, TEST, DEMO_CFG, str(path), '--work-dir', str(tmp_path / 'w3'),
                  '--cfg-options'] + opts,
-        'converter': [sys.executable, osp.join(REPO_ROOT, 'tools/convert_official_detector.py'),
+        'converter': [sys.executable, osp.join(REPO_ROOT, 'tools/model_converters/official_det_to_mmdet3.py'),
                       str(path), str(tmp_path / 'out.pth')],
     }
     for what, cmd in runs.items():
@@ -214,6 +266,7 @@ def spoiled_demo(tmp_path):
     return root, _spoil_dataset(root)
 
 
+@pytest.mark.slow
 def test_bad_images_and_annotations_are_skipped_or_repaired(tmp_path, spoiled_demo):
     root, names = spoiled_demo
     work = tmp_path / 'work'
@@ -229,6 +282,7 @@ def test_bad_images_and_annotations_are_skipped_or_repaired(tmp_path, spoiled_de
     assert losses and all(np.isfinite(losses))
 
 
+@pytest.mark.slow
 def test_bad_image_with_stock_loader_names_the_file(tmp_path, spoiled_demo):
     root, names = spoiled_demo
     opts = demo_options(root, num_train=8, num_val=2, max_epochs=1) + [
@@ -269,6 +323,7 @@ class PoisonWeightsHook(Hook):
 '''
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     (tmp_path / 'poison_hook.py').write_text(_NAN_HOOK)
     config = tmp_path / 'poisoned.py'
@@ -285,7 +340,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert 'Non-finite loss' in out and 'at iteration 4' in out, out[-3000:]
     assert sorted(p.name for p in work.glob('iter_*.pth')) == ['iter_2.pth']
     assert (work / 'last_checkpoint').read_text().strip() == str(work / 'iter_2.pth')
-    from shvit_mm.checkpoint import safe_load
+    from shvit_mm.utils.safe_load import safe_load
     state = safe_load(str(work / 'iter_2.pth'))['state_dict']
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
@@ -293,6 +348,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # 5. determinism
 # ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_fixed_seed_gives_identical_first_20_losses(tmp_path):
     root = str(tmp_path / 'data')
     opts = demo_options(root, num_train=40, num_val=2, max_epochs=1) + [

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import shvit_mm  # noqa: F401  (registers SHViTFPN)
 from mmdet.models.necks import FPN
 from mmdet.registry import MODELS
-from shvit_mm.models.necks import SHViTFPN
+from shvit_mm.detection.necks import SHViTFPN
 
 IN_CH = [12, 20, 28]  # small stand-ins for SHViT's stride-16/32/64 channels
 OUT_CH = 8

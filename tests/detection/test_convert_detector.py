@@ -15,10 +15,11 @@ from mmengine.runner import load_checkpoint
 from mmdet.registry import MODELS
 from mmdet.testing import demo_mm_inputs
 from mmdet.utils import register_all_modules
-from shvit_mm.checkpoint import (CheckpointFormatError, convert_official_detector,
-                                 official_detector_to_mmdet3, safe_load)
+from shvit_mm.detection.convert import convert_official_detector, official_detector_to_mmdet3
+from shvit_mm.models.backbones.shvit_weights import CheckpointFormatError
+from shvit_mm.utils.safe_load import safe_load
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from conftest import REPO_ROOT as ROOT
 register_all_modules(init_default_scope=True)
 COCO_CLASSES = tuple(f'class_{i}' for i in range(80))
 
@@ -85,7 +86,7 @@ def test_convert_loads_strictly_and_tensors_match(det_model, tmp_path):
     torch.save(src, tmp_path / 'official.pth')
     meta = convert_official_detector(str(tmp_path / 'official.pth'), str(tmp_path / 'out.pth'))
     assert meta['detector'] == det and meta['arch'] == 's4' and meta['num_classes'] == 80
-    assert meta['config'] == f'configs/{det}/shvit_s4.py'
+    assert meta['config'] == f'{det}/shvit_s4.py'  # under the project's configs/
     assert meta['dataset_meta']['classes'] == COCO_CLASSES
 
     out = safe_load(str(tmp_path / 'out.pth'))  # weights_only: the output is plain data
@@ -171,7 +172,7 @@ def test_other_variant_is_refused_unless_asked():
     with pytest.raises(CheckpointFormatError, match=r'SHViT-S1, expected SHViT-S4.*--arch s1'):
         official_detector_to_mmdet3(s1)
     out = official_detector_to_mmdet3(s1, arch='s1')
-    assert out['meta']['config'] == 'configs/retinanet/shvit_s1.py'
+    assert out['meta']['config'] == 'retinanet/shvit_s1.py'
     model_s1.load_state_dict(out['state_dict'], strict=True)
     # a RetinaNet S4 checkpoint with the wrong number of transposed convs (a Mask R-CNN neck)
     model = _build(det)
@@ -183,7 +184,7 @@ def test_other_variant_is_refused_unless_asked():
 
 def test_cli(tmp_path, capsys):
     from importlib.util import module_from_spec, spec_from_file_location
-    tool = osp.join(ROOT, 'tools', 'convert_official_detector.py')
+    tool = osp.join(ROOT, 'tools', 'model_converters', 'official_det_to_mmdet3.py')
     model = _build('retinanet', 's1')
     torch.save(_official_checkpoint('retinanet', model, arch='s1'), tmp_path / 'official.pth')
     ok = subprocess.run([sys.executable, tool, str(tmp_path / 'official.pth'),

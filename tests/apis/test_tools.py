@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from conftest import REPO_ROOT as ROOT
 DEMO_CFG = osp.join(ROOT, 'configs/demo/mask_rcnn_shvit_s1_demo.py')
 RETINA_DEMO_CFG = osp.join(ROOT, 'configs/demo/retinanet_shvit_s1_demo.py')
 COCO_CFG = osp.join(ROOT, 'configs/mask_rcnn/shvit_s4.py')

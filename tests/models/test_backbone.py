@@ -10,7 +10,8 @@ from shvit_mm.models import SHViT
 
 ARCHS = ['s1', 's2', 's3', 's4']
 
-# SPEC §1: backbone-only and with-head parameter counts in millions (4 decimals).
+# Backbone-only and with-head parameter counts in millions (4 decimals) of the official release's
+# S1-S4 classification checkpoints.
 PARAMS_BACKBONE = {'s1': 6.0092, 's2': 11.0332, 's3': 13.7954, 's4': 16.1386}
 PARAMS_WITH_HEAD = {'s1': 6.3308, 's2': 11.4831, 's3': 14.2453, 's4': 16.5885}
 # Paper FLOPs (fvcore) with the head, and the resolution they were measured at.
@@ -207,31 +208,68 @@ def test_deploy_equals_eager(arch):
         assert ((r - f).abs().max() / r.abs().max()).item() < 1e-5
 
 
-def test_deploy_flag_fuses_on_first_eval_forward():
+def _rel_err(ref, out):
+    return max(((r - o).abs().max() / r.abs().max()).item() for r, o in zip(ref, out))
+
+
+def test_deploy_flag_builds_the_fused_structure_at_construction():
+    model = SHViT(arch='s1', deploy=True)
+    assert model.fused  # at construction, not at some later forward
+    assert not any(isinstance(m, _BatchNorm) for m in model.modules())
+    keys = set(model.state_dict())
+    assert not any('.bn.' in k or '.c.weight' in k for k in keys)
+    model.train()
+    model(torch.randn(1, 3, 64, 64))  # training mode does not change the structure either
+    assert set(model.state_dict()) == keys
+
+
+def test_deploy_model_loads_unfused_and_fused_weights(tmp_path):
     from conftest import make_official_state_dict
+    from shvit_mm.models.backbones import load_backbone_checkpoint
     sd = make_official_state_dict('s1', with_head=False)
     eager = SHViT(arch='s1').eval()
     eager.load_state_dict(sd)
-    model = SHViT(arch='s1', deploy=True)
-    model.load_state_dict(sd)  # a trained checkpoint still loads: fusion waits for eval
-    model.train()
-    model(torch.randn(2, 3, 64, 64))
-    assert not model.fused
-    eager.load_state_dict(model.state_dict())  # the training step moved the BN statistics
-    model.eval()
-    x = torch.randn(1, 3, 96, 96)
+    x = torch.randn(2, 3, 96, 128)
     with torch.no_grad():
-        out = model(x)
-    assert model.fused
-    assert torch.allclose(out[-1], eager(x)[-1], rtol=1e-4, atol=1e-5)
-    with pytest.raises(RuntimeError, match='before switch_to_deploy'):
-        from shvit_mm.checkpoint import load_backbone_checkpoint
-        load_backbone_checkpoint(model, 'unused.pth')
+        ref = eager(x)
+
+    # 1. a trained (unfused) state dict loaded into a deploy model is fused on the way in
+    deploy = SHViT(arch='s1', deploy=True).eval()
+    result = deploy.load_state_dict(sd)
+    assert not result.missing_keys and not result.unexpected_keys
+    with torch.no_grad():
+        assert _rel_err(ref, deploy(x)) < 1e-5
+
+    # 2. the same inside a detector-style checkpoint (prefix ``backbone.``), as MMEngine loads it
+    wrapper = torch.nn.Module()
+    wrapper.backbone = SHViT(arch='s1', deploy=True).eval()
+    wrapper.load_state_dict({f'backbone.{k}': v for k, v in sd.items()})
+    with torch.no_grad():
+        assert _rel_err(ref, wrapper.backbone(x)) < 1e-5
+
+    # 3. the release file through init_cfg / load_backbone_checkpoint
+    path = tmp_path / 'shvit_s1.pth'
+    torch.save({'model': make_official_state_dict('s1')}, path)
+    deploy = SHViT(arch='s1', deploy=True).eval()
+    load_backbone_checkpoint(deploy, str(path))
+    with torch.no_grad():
+        assert _rel_err(ref, deploy(x)) < 1e-5
+
+    # 4. a fused state dict (saved from a deploy model) loads as it is
+    again = SHViT(arch='s1', deploy=True).eval()
+    again.load_state_dict(deploy.state_dict())
+    with torch.no_grad():
+        assert _rel_err(ref, again(x)) < 1e-5
+
+    # 5. an incomplete unfused state dict is not silently half-fused: PyTorch reports the keys
+    partial = {k: v for k, v in sd.items() if not k.startswith('blocks3.')}
+    with pytest.raises(RuntimeError, match='Missing key'):
+        SHViT(arch='s1', deploy=True).load_state_dict(partial)
 
 
-def test_registered_in_both_registries():
-    from mmdet.registry import MODELS as DET
-    from mmpretrain.registry import MODELS as PRE
-    for registry in (DET, PRE):
-        m = registry.build(dict(type='SHViT', arch='s1', out_indices=(1, 2)))
-        assert isinstance(m, SHViT) and m.out_indices == [1, 2]
+def test_eager_model_is_never_fused_behind_the_users_back():
+    model = SHViT(arch='s1').eval()
+    keys = set(model.state_dict())
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 64))
+    assert not model.fused and set(model.state_dict()) == keys

@@ -1,7 +1,7 @@
 """The COCO evaluation path of tools/test.py (MMDetection's CocoMetric) reproduces the reference
 numbers of the COCO API's fake-results test vector exactly.
 
-Test vector: /work/shared/testdata/coco_fake (100 val2014 images, fake box and mask results, and
+Test vector: tests/data/coco_fake (public data of the COCO API project: 100 val2014 images, fake box and mask results, and
 the 12 numbers pycocotools' COCOeval.summarize() prints for each; see its README.md).
 
 Apples to apples:
@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import torch
 
-DATA = '/work/shared/testdata/coco_fake'
+from conftest import COCO_FAKE_DIR as DATA
 GT = osp.join(DATA, 'instances_val2014_100.json')
 NAMES = ['AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl']
 

@@ -16,10 +16,10 @@ from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmengine.structures import InstanceData
 
-from shvit_mm.models.layers import (SingleHeadMSDeformableAttention, resolve_layer_cfgs,
+from shvit_mm.detection.layers import (SingleHeadMSDeformableAttention, resolve_layer_cfgs,
                                     spread_sampling_offsets)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO_ROOT as ROOT
 CFG_DIR = os.path.join(ROOT, 'configs', 'deformable_detr')
 CONFIGS = ['r50.py', 'r50_single_head.py', 'shvit_s4_single_head.py']
 SINGLE_HEAD_LAYERS = (1, 2, 3)  # 0-based: the paper's layers 2, 3, 4 of 6

@@ -14,7 +14,7 @@ from mmdet.testing import demo_mm_inputs
 from mmdet.utils import register_all_modules
 from shvit_mm.models import SHViT
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from conftest import REPO_ROOT as ROOT
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'retinanet', '*.py'))
                  + glob.glob(osp.join(ROOT, 'configs', 'mask_rcnn', '*.py')))
 CONFIG_IDS = [osp.relpath(p, osp.join(ROOT, 'configs')) for p in CONFIGS]

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from conftest import REPO_ROOT as ROOT
 DEMO_CFG = osp.join(ROOT, 'configs/demo/mask_rcnn_shvit_s1_demo.py')
 TINY = dict(num_train=6, num_val=3)
 
@@ -149,6 +149,7 @@ def _copypaste(out, kind):
     return found[-1].split()
 
 
+@pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
     data_root = str(tmp_path / 'demo_data')
     work = tmp_path / 'work'
@@ -189,6 +190,22 @@ def test_demo_end_to_end(tmp_path):
     assert (work / 'epoch_2.pth').is_file()
 
 
+def _run_dist(args, cwd, log_dir, timeout=600):
+    """Run dist_train.sh / dist_test.sh with each rank's output kept under ``log_dir``; on failure
+    the assertion shows every rank's own log, not only torchrun's summary."""
+    env = dict(os.environ, PYTHONWARNINGS='ignore', LOG_DIR=str(log_dir))
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        logs = []
+        for path in sorted(p for p in log_dir.rglob('*') if p.is_file()):
+            logs.append(f'===== {path.relative_to(log_dir)} =====\n{path.read_text(errors="replace")[-4000:]}')
+        pytest.fail(f'exit status {proc.returncode}\n{out[-3000:]}\n'
+                    + ('\n'.join(logs) or f'(no per-rank logs under {log_dir})'))
+    return out
+
+
+@pytest.mark.slow
 def test_demo_dist_train_two_cpu_processes(tmp_path):
     """tools/dist_train.sh with 2 processes on a machine without GPUs: gloo + CPU DDP, one step."""
     data_root = str(tmp_path / 'demo_data')
@@ -200,8 +217,9 @@ def test_demo_dist_train_two_cpu_processes(tmp_path):
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
     env_cmd = ['env', f'PORT={port}', f'PYTHON={sys.executable}', 'OMP_NUM_THREADS=1']
-    out = _run(env_cmd + ['bash', osp.join(ROOT, 'tools/dist_train.sh'), DEMO_CFG, '2', '--work-dir',
-                          str(work), '--cfg-options'] + opts, cwd=tmp_path)
+    out = _run_dist(env_cmd + ['bash', osp.join(ROOT, 'tools/dist_train.sh'), DEMO_CFG, '2',
+                               '--work-dir', str(work), '--cfg-options'] + opts, cwd=tmp_path,
+                    log_dir=tmp_path / 'train_logs')
     assert re.search(r"Distributed launcher: pytorch", out)
     assert 'Distributed training: True' in out
     assert re.search(r'Epoch\(train\)\s+\[1\]\[3/3\]', out)  # 6 pictures / (2 processes x 1)
@@ -216,9 +234,10 @@ def test_demo_dist_train_two_cpu_processes(tmp_path):
         port = s.getsockname()[1]
     env_cmd = ['env', f'PORT={port}', f'PYTHON={sys.executable}', 'OMP_NUM_THREADS=1']
     preds_file = tmp_path / 'dist_preds.pkl'
-    out = _run(env_cmd + ['bash', osp.join(ROOT, 'tools/dist_test.sh'), DEMO_CFG,
-                          str(work / 'epoch_1.pth'), '2', '--work-dir', str(work), '--out',
-                          str(preds_file), '--cfg-options'] + opts, cwd=tmp_path)
+    out = _run_dist(env_cmd + ['bash', osp.join(ROOT, 'tools/dist_test.sh'), DEMO_CFG,
+                               str(work / 'epoch_1.pth'), '2', '--work-dir', str(work), '--out',
+                               str(preds_file), '--cfg-options'] + opts, cwd=tmp_path,
+                    log_dir=tmp_path / 'test_logs')
     _copypaste(out, 'bbox')
     import pickle
     with open(preds_file, 'rb') as f:

@@ -5,9 +5,10 @@ import torch
 from conftest import make_official_state_dict, official_key_layout
 
 import shvit_mm  # noqa: F401
-from shvit_mm.checkpoint import (CheckpointFormatError, UnsafeCheckpointError, infer_arch,
-                                 load_backbone_checkpoint, official_to_timm, safe_load,
-                                 timm_to_official, to_official_layout)
+from shvit_mm.models.backbones.shvit_weights import (CheckpointFormatError, infer_arch,
+                                                     load_backbone_checkpoint, official_to_timm,
+                                                     timm_to_official, to_official_layout)
+from shvit_mm.utils.safe_load import UnsafeCheckpointError, safe_load
 from shvit_mm.models import SHViT
 
 ARCHS = ['s1', 's2', 's3', 's4']
@@ -147,7 +148,7 @@ def test_other_variant_names_both(tmp_path, ckpt_arch, model_arch):
 
 def test_infer_arch():
     for arch in ARCHS:
-        assert infer_arch(make_official_state_dict(arch)) == arch
+        assert infer_arch(make_official_state_dict(arch), SHViT.arch_zoo) == arch
 
 
 def test_missing_file_names_path(tmp_path):

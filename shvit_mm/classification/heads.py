@@ -8,8 +8,10 @@ from typing import Tuple
 import torch
 import torch.nn as nn
 from mmpretrain.models.heads import ClsHead
+from mmpretrain.registry import MODELS
 
 
+@MODELS.register_module()
 class SHViTClsHead(ClsHead):
     """BN1d + Linear classification head of SHViT (official ``BN_Linear``)."""
 

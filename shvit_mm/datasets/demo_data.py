@@ -20,8 +20,9 @@ Layout under ``root`` (default ``data/shvit_demo``, relative to the current dire
     train/000000.jpg ...               val/000000.jpg ...
     meta.json                          (the arguments it was made with)
 
-Use it through :class:`SHViTDemoDataset` (registered in MMDetection's ``DATASETS``), which creates
-the data if it is missing before loading it, or call :func:`make_demo_dataset` directly.
+This module is codebase-neutral (NumPy, OpenCV, pycocotools). Use the data through the
+codebases' dataset classes, which create them if missing: ``SHViTDemoDataset``
+(:mod:`shvit_mm.detection.datasets`, MMDetection), or call :func:`make_demo_dataset` directly.
 """
 import functools
 import json
@@ -34,12 +35,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from mmdet.datasets import CocoDataset
-from mmdet.registry import DATASETS
-
 __all__ = [
-    'DEMO_CLASSES', 'DEMO_VERSION', 'DEFAULT_DEMO_ROOT', 'make_demo_dataset', 'demo_dataset_ready',
-    'SHViTDemoDataset'
+    'DEMO_CLASSES', 'DEMO_PALETTE', 'DEMO_VERSION', 'DEFAULT_DEMO_ROOT', 'make_demo_dataset',
+    'demo_dataset_ready'
 ]
 
 DEMO_CLASSES = ('disc', 'square', 'triangle', 'star', 'ring')
@@ -327,26 +325,3 @@ def make_demo_dataset(root: str = DEFAULT_DEMO_ROOT,
     if verbose:
         print(f'shvit_mm: demo dataset ready in {time.time() - start:.1f} s', flush=True)
     return root
-
-
-@DATASETS.register_module()
-class SHViTDemoDataset(CocoDataset):
-    """:class:`mmdet.datasets.CocoDataset` over the embedded demo set, created on first use.
-
-    Args:
-        demo_cfg (dict, optional): arguments of :func:`make_demo_dataset` other than ``root``
-            (``num_train``, ``num_val``, ``seed``, ``min_side``, ``max_side``, ``max_objects``).
-            The dataset is created under ``data_root`` when it is missing.
-        Everything else as for :class:`CocoDataset`, e.g.
-        ``data_root='data/shvit_demo/', ann_file='annotations/instances_val.json',
-        data_prefix=dict(img='val/')``.
-    """
-
-    METAINFO = dict(classes=DEMO_CLASSES, palette=DEMO_PALETTE)
-    # tools/train.py and tools/test.py do not require the files of such a dataset to exist up front
-    creates_data_on_load = True
-
-    def __init__(self, *args, data_root: str = DEFAULT_DEMO_ROOT, demo_cfg: Optional[Dict] = None,
-                 **kwargs):
-        make_demo_dataset(data_root, **(demo_cfg or {}))
-        super().__init__(*args, data_root=data_root, **kwargs)

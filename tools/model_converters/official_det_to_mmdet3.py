@@ -1,17 +1,18 @@
 """Convert an official SHViT detection checkpoint (MMDetection 2.x) to MMDetection 3.x.
 
 Usage:
-    python tools/convert_official_detector.py retinanet_shvit_s4_1x_coco.pth retinanet_shvit_s4_mmdet3.pth
-    python tools/test.py configs/retinanet/shvit_s4.py retinanet_shvit_s4_mmdet3.pth
+    python tools/model_converters/official_det_to_mmdet3.py retinanet_shvit_s4_1x_coco.pth out.pth
+    python tools/test.py configs/retinanet/shvit_s4.py out.pth
 
 The file is read with ``torch.load(weights_only=True)``; see
-:func:`shvit_mm.checkpoint.official_detector_to_mmdet3` for what is checked and converted.
+:func:`shvit_mm.detection.convert.official_detector_to_mmdet3` for what is checked and converted.
 """
 import argparse
 import sys
 
-from shvit_mm.checkpoint import (CheckpointFormatError, UnsafeCheckpointError,
-                                 convert_official_detector)
+from shvit_mm.detection.convert import convert_official_detector
+from shvit_mm.models.backbones.shvit_weights import CheckpointFormatError
+from shvit_mm.utils.safe_load import UnsafeCheckpointError
 
 
 def parse_args(argv=None):
@@ -34,7 +35,7 @@ def main(argv=None):
     except (CheckpointFormatError, UnsafeCheckpointError, FileNotFoundError) as e:
         sys.exit(f'error: {e}')
     print(f"Converted {meta['detector']} SHViT-{meta['arch'].upper()} "
-          f"({meta['num_classes']} classes) -> {args.dst}; use it with {meta['config']}")
+          f"({meta['num_classes']} classes) -> {args.dst}; use it with configs/{meta['config']}")
     if meta['num_classes'] != 80:
         print(f"note: the configs are set up for COCO's 80 classes; set num_classes="
               f"{meta['num_classes']} in the heads of your config")

@@ -1,9 +1,11 @@
 """FPN with extra transposed-convolution levels for stride-16/32/64 backbones such as SHViT.
 
-SHViT's stages run at strides 16, 32 and 64, but RetinaNet wants a stride-8 level and Mask R-CNN a
-stride-4 level too. The official SHViT detection code (MMDetection 2.25) adds them with a chain of
-2x2 stride-2 transposed convolutions grown from the finest FPN lateral; :class:`SHViTFPN` is that
-neck rebuilt on top of MMDetection 3.x's :class:`~mmdet.models.necks.FPN`.
+SHViT's stages run at strides 16, 32 and 64, but RetinaNet wants a stride-8 level, Mask R-CNN and
+Semantic FPN a stride-4 level too. The official SHViT detection code (MMDetection 2.25) adds them with
+a chain of 2x2 stride-2 transposed convolutions grown from the finest FPN lateral.
+:class:`TransposedFPNMixin` is that mechanism, written once; each codebase's ``SHViTFPN`` combines it
+with the codebase's own ``FPN`` (``shvit_mm.detection.necks``, ``shvit_mm.segmentation.necks``), whose
+code runs unchanged underneath.
 """
 from __future__ import annotations
 
@@ -11,18 +13,17 @@ from typing import List, Optional, Tuple, Union
 
 import torch.nn as nn
 from mmcv.cnn import ConvModule
-from mmdet.models.necks import FPN
-from mmdet.registry import MODELS
 from torch import Tensor
 
 
-@MODELS.register_module()
-class SHViTFPN(FPN):
+class TransposedFPNMixin:
     """FPN plus ``num_extra_trans_convs`` finer levels made by transposed convolutions.
 
-    The usual FPN (lateral 1x1 convs, nearest-neighbour top-down pass, 3x3 output convs and, when
-    ``add_extra_convs`` asks for them, stride-2 extra convs) runs unchanged over the inputs; it is
-    MMDetection's own :class:`~mmdet.models.necks.FPN` code. Then a chain of
+    Put it before an OpenMMLab ``FPN`` class (MMDetection's or MMSegmentation's; both share the
+    constructor arguments and ``forward`` structure used here): ``class SHViTFPN(TransposedFPNMixin,
+    FPN)``. The usual FPN (lateral 1x1 convs, nearest-neighbour top-down pass, 3x3 output convs and,
+    when ``add_extra_convs`` asks for them, stride-2 extra convs) runs unchanged over the inputs; it is
+    the codebase's own ``FPN`` code. Then a chain of
     ``num_extra_trans_convs`` ``ConvTranspose2d(out, out, kernel_size=2, stride=2)`` grows from the
     finest lateral *after* the top-down pass (stride 16 -> 8 -> 4 for SHViT), and each upsampled map
     gets its own 3x3 conv. No normalisation or activation unless ``norm_cfg``/``act_cfg`` ask.
@@ -59,6 +60,12 @@ class SHViTFPN(FPN):
     marks anchors beyond ``ceil(pad_shape / stride)`` invalid for training, and boxes are clipped
     to the image.
 
+    Class attribute:
+        end_level_inclusive (bool): How the underlying ``FPN`` reads ``end_level`` other than -1:
+            MMDetection's as the last input level used (True, the default here), MMSegmentation's
+            as one past it (``shvit_mm.segmentation.necks.SHViTFPN`` sets False). Only the
+            argument checks depend on it; the ``FPN`` itself interprets ``end_level``.
+
     Attributes:
         num_outs (int): As in :class:`FPN`: the outputs of the FPN part (``num_outs`` argument minus
             ``num_extra_trans_convs``), which :meth:`FPN.forward` relies on.
@@ -80,6 +87,8 @@ class SHViTFPN(FPN):
             are initialised by ``ConvModule`` (Kaiming), the 3x3 convs by ``init_cfg`` (Xavier).
     """
 
+    end_level_inclusive: bool = True  # MMDetection's reading of ``end_level``; see above
+
     def __init__(self,
                  in_channels: List[int],
                  out_channels: int,
@@ -95,7 +104,8 @@ class SHViTFPN(FPN):
                  upsample_cfg: dict = dict(mode='nearest'),
                  num_extra_trans_convs: int = 0,
                  init_cfg: Union[dict, List[dict]] = dict(
-                     type='Xavier', layer='Conv2d', distribution='uniform')) -> None:
+                     type='Xavier', layer='Conv2d', distribution='uniform'),
+                 **kwargs) -> None:
         fpn_outs = self._check_args(in_channels, out_channels, num_outs, start_level, end_level,
                                     add_extra_convs, num_extra_trans_convs)
         # FPN's own ``num_outs`` (what its forward produces) excludes the transposed levels.
@@ -104,7 +114,7 @@ class SHViTFPN(FPN):
             start_level=start_level, end_level=end_level, add_extra_convs=add_extra_convs,
             relu_before_extra_convs=relu_before_extra_convs,
             no_norm_on_lateral=no_norm_on_lateral, conv_cfg=conv_cfg, norm_cfg=norm_cfg,
-            act_cfg=act_cfg, upsample_cfg=upsample_cfg, init_cfg=init_cfg)
+            act_cfg=act_cfg, upsample_cfg=upsample_cfg, init_cfg=init_cfg, **kwargs)
         self.num_extra_trans_convs = num_extra_trans_convs
         self.num_fpn_outs = fpn_outs
         self.num_total_outs = num_outs
@@ -121,8 +131,8 @@ class SHViTFPN(FPN):
                 out_channels, out_channels, 3, padding=1, conv_cfg=conv_cfg,
                 norm_cfg=norm_cfg, act_cfg=act_cfg, inplace=False))
 
-    @staticmethod
-    def _check_args(in_channels, out_channels, num_outs, start_level, end_level,
+    @classmethod
+    def _check_args(cls, in_channels, out_channels, num_outs, start_level, end_level,
                     add_extra_convs, num_extra_trans_convs) -> int:
         """Validate the arguments with readable errors; return the FPN part's ``num_outs``."""
         if not isinstance(in_channels, (list, tuple)) or not in_channels or not all(
@@ -140,13 +150,26 @@ class SHViTFPN(FPN):
         if not 0 <= start_level < num_ins:
             raise ValueError(f'SHViTFPN: start_level={start_level} must index one of the '
                              f'{num_ins} input levels')
-        if end_level == -1 or end_level == num_ins - 1:
-            num_levels = num_ins - start_level
-        elif start_level <= end_level < num_ins:
-            num_levels = end_level - start_level + 1
-        else:
-            raise ValueError(f'SHViTFPN: end_level={end_level} must be -1 or an input level index '
-                             f'in [{start_level}, {num_ins - 1}]')
+        # ``extra_ok``: whether FPN may add extra coarse levels beyond the used inputs
+        if cls.end_level_inclusive:  # MMDetection: end_level is the last input level used
+            extra_ok = end_level in (-1, num_ins - 1)
+            if extra_ok:
+                num_levels = num_ins - start_level
+            elif start_level <= end_level < num_ins:
+                num_levels = end_level - start_level + 1
+            else:
+                raise ValueError(f'SHViTFPN: end_level={end_level} must be -1 or an input level '
+                                 f'index in [{start_level}, {num_ins - 1}] (the last level used)')
+        else:  # MMSegmentation: end_level is one past the last input level used
+            extra_ok = end_level == -1
+            if extra_ok:
+                num_levels = num_ins - start_level
+            elif start_level < end_level <= num_ins:
+                num_levels = end_level - start_level
+            else:
+                raise ValueError(f'SHViTFPN: end_level={end_level} must be -1 or in '
+                                 f'[{start_level + 1}, {num_ins}] (one past the last input level '
+                                 f'used, as in MMSegmentation\'s FPN)')
         if isinstance(add_extra_convs, str):
             if add_extra_convs not in ('on_input', 'on_lateral', 'on_output'):
                 raise ValueError("SHViTFPN: add_extra_convs must be a bool or one of 'on_input', "
@@ -163,7 +186,7 @@ class SHViTFPN(FPN):
                 f'{num_extra_trans_convs} transposed-conv level(s) + {num_levels} FPN level(s) '
                 f'+ any extra coarse levels, so it must be >= '
                 f'{num_extra_trans_convs + num_levels}')
-        if num_levels != num_ins - start_level and fpn_outs != num_levels:
+        if not extra_ok and fpn_outs != num_levels:
             raise ValueError(
                 f'SHViTFPN: with end_level={end_level} no extra coarse level is possible, so '
                 f'num_outs must be exactly {num_extra_trans_convs + num_levels}, got {num_outs}')

@@ -1,3 +1,0 @@
-from .shvit_cls_head import SHViTClsHead
-
-__all__ = ['SHViTClsHead']

@@ -64,7 +64,9 @@ train_pipeline = [
     dict(type='PackDetInputs'),
 ]
 test_pipeline = [
-    dict(type='RobustLoadImageFromFile', skip_bad_images=False, backend_args=backend_args),
+    # MMCV's stock loader: MMDetection's inferencers look for it (and a bad test picture must stop
+    # the evaluation, naming the file, which it does)
+    dict(type='LoadImageFromFile', backend_args=backend_args),
     dict(type='Resize', scale=img_scale, keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='PackDetInputs',

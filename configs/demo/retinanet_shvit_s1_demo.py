@@ -59,7 +59,7 @@ train_pipeline = [
     dict(type='PackDetInputs'),
 ]
 test_pipeline = [
-    dict(type='RobustLoadImageFromFile', skip_bad_images=False),
+    dict(type='LoadImageFromFile'),  # stock loader: the inferencers look for it
     dict(type='Resize', scale=img_scale, keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='PackDetInputs',

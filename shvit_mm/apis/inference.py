@@ -1,0 +1,29 @@
+"""The codebases' own inference APIs for any shvit_mm config: ``DetInferencer`` for detection
+configs, ``MMSegInferencer`` for segmentation configs (chosen from the config's ``default_scope``).
+
+Nothing here replaces them: this only picks the right one, so that ``tools/image_demo.py`` works on
+every config the project ships, as MMDetection's ``demo/image_demo.py`` does on its own.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from .config import codebase_of, read_config
+
+__all__ = ['build_inferencer']
+
+
+def build_inferencer(config: str, weights: Optional[str] = None, device: Optional[str] = None,
+                     **kwargs) -> Any:
+    """``DetInferencer(model=config, weights=weights, device=device)`` for an MMDetection config,
+    ``MMSegInferencer(...)`` for an MMSegmentation one."""
+    scope = codebase_of(read_config(config))
+    import shvit_mm  # noqa: F401  (registers the project's components before the config is built)
+    if scope == 'mmdet':
+        from mmdet.apis import DetInferencer
+        return DetInferencer(model=config, weights=weights, device=device, **kwargs)
+    if scope == 'mmseg':
+        from mmseg.apis import MMSegInferencer
+        return MMSegInferencer(model=config, weights=weights, device=device, **kwargs)
+    raise ValueError(f'{config}: no inferencer for default_scope={scope!r} (detection and '
+                     'segmentation configs have one)')

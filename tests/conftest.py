@@ -82,3 +82,19 @@ def run_tool(cmd, cwd, expect_ok: bool = True, timeout: int = 900, env=None) -> 
     else:
         assert proc.returncode != 0, out[-5000:]
     return out
+
+
+@pytest.fixture(autouse=True)
+def _codebase_default_scope(request):
+    """Tests under tests/segmentation build MMSegmentation components: MMEngine's registries
+    resolve a build through the current default scope, which an earlier test in the same process may
+    have set to ``mmdet``; give them the ``mmseg`` scope (restored afterwards)."""
+    if f'{os.sep}segmentation{os.sep}' not in str(request.node.fspath):
+        yield
+        return
+    import shvit_mm  # noqa: F401  (registers the segmentation adapter)
+    from mmengine.registry import DefaultScope
+    from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        yield

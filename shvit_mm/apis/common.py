@@ -265,12 +265,12 @@ def check_datasets(cfg: Config, dataloaders: Sequence[str], evaluators: Sequence
             f'This config reads ADE20K (ADEChallengeData2016, 150 classes) from {where}: it must '
             f'hold images/training/, annotations/training/, images/validation/ and '
             f'annotations/validation/ (unzip ADEChallengeData2016.zip from '
-            f'http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip into data/ade/, '
-            f'or link an existing copy: `mkdir -p data/ade && ln -s /path/to/ADEChallengeData2016 '
+            f'http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip into '
+            f'data/ade/, or link an existing copy: `mkdir -p data/ade && ln -s /path/to/ADEChallengeData2016 '
             f'data/ade/ADEChallengeData2016`), or point the config elsewhere with --cfg-options '
             f'train_dataloader.dataset.data_root=... val_dataloader.dataset.data_root=... '
             f'test_dataloader.dataset.data_root=... .')
-    elif any('coco' in str(r).lower() for r in roots) or any('coco' in p.lower() for p in missing_paths):
+    elif any('coco' in str(p).lower() for p in roots + missing_paths):
         where = ', '.join(roots) if roots else 'data/coco/'
         lines.append(
             f'This config reads COCO 2017 from {where}: it must hold annotations/instances_train2017.json, '

@@ -102,6 +102,10 @@ Runner.from_cfg(cfg).train()
 """
 
 
+def _train_cmd(work, opts):
+    return [sys.executable, TRAIN, DEMO_CFG, '--work-dir', str(work), '--cfg-options'] + opts
+
+
 def _crash_setup(tmp_path, **kill):
     """A config that is the demo config plus KillSelfHook(**kill); the env that finds the hook."""
     (tmp_path / 'kill_hook.py').write_text(_KILL_HOOK)
@@ -329,7 +333,9 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     config = tmp_path / 'poisoned.py'
     config.write_text(f"_base_ = '{DEMO_CFG}'\n"
                       "custom_imports = dict(imports=['shvit_mm', 'poison_hook'])\n"
-                      "custom_hooks = [dict(type='PoisonWeightsHook', at=4)]\n")
+                      # a child's custom_hooks replace the base's: keep the demo's loss guard
+                      "custom_hooks = [dict(type='FiniteLossHook'), "
+                      "dict(type='PoisonWeightsHook', at=4)]\n")
     work = tmp_path / 'work'
     opts = demo_options(str(tmp_path / 'data'), num_train=8, num_val=2, max_epochs=1) + [
         'train_dataloader.batch_size=1', 'default_hooks.checkpoint.by_epoch=False',

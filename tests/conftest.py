@@ -69,6 +69,16 @@ def demo_options(data_root: str, num_train: int = 6, num_val: int = 3, max_epoch
     return opts
 
 
+def file_tree(root) -> dict:
+    """Relative path -> bytes of every file under ``root`` (to compare two made datasets)."""
+    files = {}
+    for d, _, names in os.walk(root):
+        for n in names:
+            with open(osp.join(d, n), 'rb') as f:
+                files[osp.relpath(osp.join(d, n), root)] = f.read()
+    return files
+
+
 def run_tool(cmd, cwd, expect_ok: bool = True, timeout: int = 900, env=None) -> str:
     """Run a command line; return stdout+stderr; assert its exit status is 0 (or not, when
     ``expect_ok`` is False)."""

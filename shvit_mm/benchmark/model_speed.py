@@ -19,29 +19,19 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 
 from shvit_mm.apis.config import build_model, codebase_of, read_config
 
 from .complexity import _dummy_input, config_complexity, parse_shape
+from .detr_speed import _timed
 from .latency import environment_info
 
 __all__ = ['PARTS', 'run_model_speed', 'format_model_speed', 'write_json']
 
 PARTS = ('backbone', 'features', 'predict')
-
-
-def _clock(fn: Callable[[], object], device: str) -> Tuple[float, float]:
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn()
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
-    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def _label(config: str) -> str:
@@ -85,7 +75,7 @@ def run_model_speed(configs: Sequence[str], shape: Sequence[int] = (512, 512), r
             order = labels if rep % 2 == 0 else labels[::-1]
             for label in order:
                 for part in PARTS:
-                    wall, cpu = _clock(calls[label][part], device)
+                    wall, cpu = _timed(calls[label][part], device)
                     if rep >= warmup:
                         times[label]['wall'][part].append(wall)
                         times[label]['cpu'][part].append(cpu)

@@ -12,19 +12,9 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT as ROOT
+from conftest import REPO_ROOT as ROOT, file_tree
 DEMO_CFG = osp.join(ROOT, 'configs/demo/mask_rcnn_shvit_s1_demo.py')
 TINY = dict(num_train=6, num_val=3)
-
-
-def _tree(root):
-    files = {}
-    for d, _, names in os.walk(root):
-        for n in names:
-            p = osp.join(d, n)
-            with open(p, 'rb') as f:
-                files[osp.relpath(p, root)] = f.read()
-    return files
 
 
 # ------------------------------------------------------------------------------------------------
@@ -32,16 +22,16 @@ def _tree(root):
 # ------------------------------------------------------------------------------------------------
 def test_demo_dataset_is_deterministic(tmp_path):
     from shvit_mm.datasets import make_demo_dataset
-    a = _tree(make_demo_dataset(str(tmp_path / 'a'), verbose=False, **TINY))
-    b = _tree(make_demo_dataset(str(tmp_path / 'b'), verbose=False, **TINY))
+    a = file_tree(make_demo_dataset(str(tmp_path / 'a'), verbose=False, **TINY))
+    b = file_tree(make_demo_dataset(str(tmp_path / 'b'), verbose=False, **TINY))
     assert sorted(a) == sorted(b)
     assert len([k for k in a if k.endswith('.jpg')]) == TINY['num_train'] + TINY['num_val']
     for k in a:
         assert a[k] == b[k], f'{k} differs between two creations'
     # another seed gives other pictures; a larger set starts with the same pictures
-    c = _tree(make_demo_dataset(str(tmp_path / 'c'), seed=1, verbose=False, **TINY))
+    c = file_tree(make_demo_dataset(str(tmp_path / 'c'), seed=1, verbose=False, **TINY))
     assert c['train/000000.jpg'] != a['train/000000.jpg']
-    d = _tree(make_demo_dataset(str(tmp_path / 'd'), num_train=7, num_val=3, verbose=False))
+    d = file_tree(make_demo_dataset(str(tmp_path / 'd'), num_train=7, num_val=3, verbose=False))
     assert d['train/000005.jpg'] == a['train/000005.jpg'] and 'train/000006.jpg' in d
 
 
@@ -76,8 +66,8 @@ def test_demo_dataset_is_valid_coco(tmp_path):
                 assert ann['iscrowd'] == 0
     assert len(seen_classes) >= 4
     # train and val are different pictures
-    tr = _tree(osp.join(root, 'train'))
-    va = _tree(osp.join(root, 'val'))
+    tr = file_tree(osp.join(root, 'train'))
+    va = file_tree(osp.join(root, 'val'))
     assert not set(tr.values()) & set(va.values())
 
 

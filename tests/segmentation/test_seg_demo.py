@@ -11,19 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT as ROOT, run_tool
+from conftest import REPO_ROOT as ROOT, file_tree, run_tool
 
 DEMO_CFG = osp.join(ROOT, 'configs/demo/sem_fpn_shvit_s1_demo.py')
 TINY = dict(num_train=6, num_val=3)
-
-
-def _tree(root):
-    files = {}
-    for d, _, names in os.walk(root):
-        for n in names:
-            with open(osp.join(d, n), 'rb') as f:
-                files[osp.relpath(osp.join(d, n), root)] = f.read()
-    return files
 
 
 @pytest.fixture(scope='module')
@@ -63,9 +54,9 @@ def test_label_maps_paint_the_visible_masks(demo_root):
 
 def test_label_maps_are_deterministic_reused_and_checked(tmp_path, demo_root):
     from shvit_mm.datasets import make_demo_dataset, make_demo_label_maps
-    a = _tree(make_demo_label_maps(demo_root, verbose=False))
+    a = file_tree(make_demo_label_maps(demo_root, verbose=False))
     other = make_demo_dataset(str(tmp_path / 'b'), verbose=False, **TINY)
-    b = _tree(make_demo_label_maps(other, verbose=False))
+    b = file_tree(make_demo_label_maps(other, verbose=False))
     assert a == b  # byte for byte
     # reused, not rewritten
     png = osp.join(other, 'seg_maps', 'train', '000000.png')

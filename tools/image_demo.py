@@ -18,6 +18,10 @@ def parse_args(argv=None):
                    'detection, predictions (preds/) go')
     p.add_argument('--device', default=None, help="e.g. 'cpu' or 'cuda:0' (default: the best)")
     p.add_argument('--score-thr', type=float, default=0.3, help='detection: box score threshold')
+    p.add_argument('--fast', action='store_true',
+                   help='fast inference path (BatchNorm folding, channels-last)')
+    p.add_argument('--amp', action='store_true', help='fast path in mixed precision (bf16 on '
+                   'CPUs with AVX-512 BF16 or AMX, fp16 on CUDA); implies --fast')
     return p.parse_args(argv)
 
 
@@ -25,7 +29,8 @@ def main(argv=None):
     args = parse_args(argv)
     from shvit_mm.apis.config import codebase_of, read_config
     from shvit_mm.apis.inference import build_inferencer
-    inferencer = build_inferencer(args.config, args.weights, args.device)
+    inferencer = build_inferencer(args.config, args.weights, args.device, fast=args.fast,
+                                  amp=args.amp)
     if codebase_of(read_config(args.config)) == 'mmdet':
         inferencer(args.inputs, out_dir=args.out_dir, pred_score_thr=args.score_thr,
                    no_save_pred=False)

@@ -14,16 +14,26 @@ __all__ = ['build_inferencer']
 
 
 def build_inferencer(config: str, weights: Optional[str] = None, device: Optional[str] = None,
-                     **kwargs) -> Any:
+                     fast: bool = False, amp: bool = False, **kwargs) -> Any:
     """``DetInferencer(model=config, weights=weights, device=device)`` for an MMDetection config,
-    ``MMSegInferencer(...)`` for an MMSegmentation one."""
+    ``MMSegInferencer(...)`` for an MMSegmentation one.
+
+    ``fast=True`` puts the inferencer's model on the fast inference path (BatchNorm folding,
+    channels-last); ``amp=True`` adds mixed precision (bf16 on capable CPUs, fp16 on CUDA) and
+    implies ``fast``: :func:`shvit_mm.engine.fast_inference.enable_fast_inference`.
+    """
     scope = codebase_of(read_config(config))
     import shvit_mm  # noqa: F401  (registers the project's components before the config is built)
     if scope == 'mmdet':
         from mmdet.apis import DetInferencer
-        return DetInferencer(model=config, weights=weights, device=device, **kwargs)
-    if scope == 'mmseg':
+        inferencer = DetInferencer(model=config, weights=weights, device=device, **kwargs)
+    elif scope == 'mmseg':
         from mmseg.apis import MMSegInferencer
-        return MMSegInferencer(model=config, weights=weights, device=device, **kwargs)
-    raise ValueError(f'{config}: no inferencer for default_scope={scope!r} (detection and '
-                     'segmentation configs have one)')
+        inferencer = MMSegInferencer(model=config, weights=weights, device=device, **kwargs)
+    else:
+        raise ValueError(f'{config}: no inferencer for default_scope={scope!r} (detection and '
+                         'segmentation configs have one)')
+    if fast or amp:
+        from shvit_mm.engine.fast_inference import enable_fast_inference
+        enable_fast_inference(inferencer.model, amp=amp)
+    return inferencer

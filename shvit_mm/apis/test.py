@@ -3,7 +3,7 @@ codebase (its ``default_scope``): MMDetection 3.3's or MMSegmentation 1.2.2's to
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out OUT] [--show]
                          [--show-dir DIR] [--wait-time S] [--cfg-options k=v ...]
-                         [--launcher {none,pytorch,slurm,mpi}] [--tta]
+                         [--launcher {none,pytorch,slurm,mpi}] [--tta] [--fast] [--amp]
 
 The metrics come from the config's ``test_evaluator`` (``CocoMetric`` for the COCO and detection
 demo configs: box and mask AP; ``IoUMetric`` for the ADE20K and segmentation demo configs: mIoU).
@@ -14,6 +14,11 @@ Where the codebases differ, each keeps its own meaning:
 * ``--show-dir DIR``: detection, painted predictions under ``WORK_DIR/<timestamp>/DIR``;
   segmentation, MMSegmentation's visualizer saves them under ``DIR/vis_data/vis_image/``.
 * ``--tta``: ``DetTTAModel`` (flip) or ``SegTTAModel`` with the config's ``tta_pipeline``.
+
+shvit_mm's own switches (both codebases): ``--fast`` tests through the fast inference path
+(BatchNorm folding and channels-last: :func:`shvit_mm.engine.fast_inference.enable_fast_inference`),
+``--amp`` adds mixed precision to it (bf16 autocast on CPUs with AVX-512 BF16 or AMX, fp16 on
+CUDA; fp32 with one log line elsewhere).
 
 As in training, shvit_mm's components are registered, missing data is reported before anything is
 built, and ``--launcher pytorch`` works without CUDA.
@@ -58,6 +63,13 @@ def parse_args(argv=None):
     parser.add_argument(
         '--tta', action='store_true',
         help="test-time augmentation (detection: flip; segmentation: the config's tta_pipeline)")
+    parser.add_argument(
+        '--fast', action='store_true',
+        help='fast inference path: fold BatchNorms into convolutions, channels-last memory format')
+    parser.add_argument(
+        '--amp', action='store_true',
+        help='the fast path in mixed precision: bf16 autocast on CPUs with AVX-512 BF16 or AMX, '
+        'fp16 on CUDA (implies --fast)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -152,6 +164,13 @@ def build_config(args):
     if not os.path.isfile(args.checkpoint) and '://' not in args.checkpoint:
         raise ToolError(f'checkpoint not found: {args.checkpoint}')
     cfg.load_from = args.checkpoint
+    if args.fast or args.amp:
+        if args.tta:
+            raise ToolError('--fast/--amp and --tta do not combine (the TTA wrapper runs the model '
+                            'through its own test step); use one of them')
+        # after any custom_hooks of the config; acts in before_test, once the checkpoint is loaded
+        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
+            dict(type='FastInferenceHook', amp=bool(args.amp))]
     if scope == 'mmseg':
         if args.show or args.show_dir:
             _seg_visualization(cfg, args)

@@ -1,37 +1,57 @@
 """Whole-model inference speed of OpenMMLab configs (detectors and segmentors), interleaved.
 
 Every model is built by :func:`shvit_mm.apis.config.build_model` (random weights, no download) and
-run on the same random image of the requested size, padded as its data preprocessor pads at test
-time. Per repetition every model runs, in alternating order, three timed calls:
+run on the same random image of the requested size, padded as its data preprocessor pads it at
+test time. Each config can run in several *variants*, built side by side and timed in the same
+interleaved loop:
 
-* ``backbone``: ``model.backbone(x)``;
-* ``features``: ``model.extract_feat(x)`` (backbone + neck);
-* ``predict``: ``model.predict(x, data_samples)``, the whole inference (heads and post-processing:
-  a segmentor's resize to the input size and argmax, a detector's box decoding and NMS).
+* ``eager``: the model as the config builds it;
+* ``fast``: :func:`shvit_mm.engine.fast_inference.enable_fast_inference` (BatchNorm folding,
+  channels-last), fp32;
+* ``fast-amp``: the same in mixed precision (bf16 on CPUs with AVX-512 BF16 or AMX, fp16 on CUDA).
 
-Reported per model: medians of wall-clock and process CPU time, the parts derived from them
-(neck = features - backbone, heads + post-processing = predict - features), and FLOPs / parameters
+One timed call per model and repetition, ``model.predict(x, data_samples)``, the whole inference;
+during it the time spent inside each part's ``forward`` is recorded (:data:`PARTS`: backbone, neck,
+dense heads -- RPN, RetinaNet head, decode head, DETR encoder / decoder and head --, RoI feature
+extraction and RoI heads) and the rest is *post-processing* (anchor / box decoding, NMS, mask
+pasting, a segmentor's resize and argmax). Random weights would leave a detector with a random
+number of detections, so ``detections=N`` (default 100) fixes it: score threshold 0 and at most N
+per image, the load of a busy picture (the mask head then runs on N RoIs).
+
+Reported per model: medians of wall-clock time per part and in total, process CPU time in total,
+the speed-up against its own eager variant and against a reference model, and FLOPs / parameters
 of the backbone, neck and heads (:func:`shvit_mm.benchmark.complexity.config_complexity`).
-Ratios against a reference model come from the same run.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import statistics
-from typing import Any, Callable, Dict, Optional, Sequence
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
+import torch.nn as nn
 
 from shvit_mm.apis.config import build_model, codebase_of, read_config
 
 from .complexity import _dummy_input, config_complexity, parse_shape
-from .detr_speed import _timed
+from .detr_speed import _sync
 from .latency import environment_info
 
-__all__ = ['PARTS', 'run_model_speed', 'format_model_speed', 'write_json']
+__all__ = ['PARTS', 'VARIANTS', 'run_model_speed', 'format_model_speed', 'write_json',
+           'fix_detection_count']
 
-PARTS = ('backbone', 'features', 'predict')
+#: timed parts: name -> the dotted sub-modules whose forward time it sums (ModuleLists expanded)
+PARTS = {
+    'backbone': ('backbone', ),
+    'neck': ('neck', ),
+    'dense_heads': ('rpn_head', 'bbox_head', 'decode_head', 'encoder', 'decoder'),
+    'roi_extract': ('roi_head.bbox_roi_extractor', 'roi_head.mask_roi_extractor'),
+    'roi_heads': ('roi_head.bbox_head', 'roi_head.mask_head'),
+}
+VARIANTS = ('eager', 'fast', 'fast-amp')
 
 
 def _label(config: str) -> str:
@@ -40,66 +60,147 @@ def _label(config: str) -> str:
     return '/'.join(parts[-2:]).replace('.py', '')
 
 
+def fix_detection_count(cfg, detections: int) -> None:
+    """Score threshold 0 and at most ``detections`` boxes per image in a detector's test config
+    (two-stage ``test_cfg.rcnn``, single-stage ``test_cfg``); DETR-style configs keep theirs."""
+    test_cfg = cfg.model.get('test_cfg')
+    if not test_cfg:
+        return
+    target = test_cfg.get('rcnn') if test_cfg.get('rcnn') is not None else test_cfg
+    if 'score_thr' in target:
+        target['score_thr'] = 0.0
+        target['max_per_img'] = int(detections)
+
+
+def _modules(model: nn.Module, path: str) -> List[nn.Module]:
+    obj: Any = model
+    for part in path.split('.'):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return []
+    if isinstance(obj, nn.ModuleList):
+        return list(obj)
+    return [obj] if isinstance(obj, nn.Module) else []
+
+
+class _PartClock:
+    """Adds the wall time spent in each part's ``forward`` while ``active``.
+
+    Wraps the instance's ``forward`` (so direct ``self.forward()`` calls, as in MMSegmentation's
+    decode heads, are counted too); a part nested inside another counted part is not counted
+    twice (the outermost call wins)."""
+
+    def __init__(self, model: nn.Module, device: str) -> None:
+        self.device = device
+        self.active = False
+        self.depth = 0
+        self.elapsed = {name: 0.0 for name in PARTS}
+        self.present = []
+        for name, paths in PARTS.items():
+            mods = [m for p in paths for m in _modules(model, p)]
+            if mods:
+                self.present.append(name)
+            for m in mods:
+                m.forward = functools.partial(self._timed, name, m.forward)
+
+    def _timed(self, name, original, *args, **kwargs):
+        if not self.active or self.depth:
+            return original(*args, **kwargs)
+        _sync(self.device)
+        self.depth += 1
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            _sync(self.device)
+            self.elapsed[name] += time.perf_counter() - start
+            self.depth -= 1
+
+    def run(self, fn: Callable[[], object]) -> Dict[str, float]:
+        self.elapsed = {name: 0.0 for name in PARTS}
+        _sync(self.device)
+        wall, cpu = time.perf_counter(), time.process_time()
+        self.active = True
+        try:
+            fn()
+        finally:
+            self.active = False
+        _sync(self.device)
+        out = dict(self.elapsed)
+        out['total'] = time.perf_counter() - wall
+        out['post'] = max(0.0, out['total'] - sum(self.elapsed.values()))
+        out['cpu'] = time.process_time() - cpu
+        return out
+
+
 def run_model_speed(configs: Sequence[str], shape: Sequence[int] = (512, 512), reps: int = 5,
                     warmup: int = 1, threads: Optional[int] = 1, device: str = 'cpu',
                     reference: Optional[str] = None, count_flops: bool = True,
+                    variants: Sequence[str] = ('eager', ), detections: Optional[int] = 100,
                     progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
-    """Time ``configs`` side by side; returns a JSON-able dict (see :func:`format_model_speed`)."""
+    """Time ``configs`` (each in every one of ``variants``) side by side; returns a JSON-able dict
+    (see :func:`format_model_speed`). ``reference`` names a config (or label) whose eager variant
+    the speed-ups divide by (default: the last config)."""
+    from shvit_mm.engine.fast_inference import enable_fast_inference
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f'unknown variants {unknown}; choose from {VARIANTS}')
     if threads:
         torch.set_num_threads(int(threads))
     h, w = parse_shape(list(shape))
     say = progress or (lambda msg: None)
-    models, calls, info = {}, {}, {}
+    clocks, calls, info = {}, {}, {}
     for config in configs:
-        label = _label(config)
+        base = _label(config)
         cfg = read_config(config)
         scope = codebase_of(cfg)
-        say(f'building {label} ({scope})')
-        model = build_model(cfg, device=device)
+        if scope == 'mmdet' and detections:
+            fix_detection_count(cfg, detections)
         x, samples, padded = _dummy_input(cfg, scope, h, w)
         x = x.to(device)
-        models[label] = model
-        calls[label] = dict(backbone=lambda m=model, x=x: m.backbone(x),
-                            features=lambda m=model, x=x: m.extract_feat(x),
-                            predict=lambda m=model, x=x, s=samples: m.predict(x, s))
-        entry = dict(config=config, codebase=scope, model=type(model).__name__, padded=padded)
+        flops = {}
         if count_flops:
-            say(f'counting FLOPs of {label}')
+            say(f'counting FLOPs of {base}')
             c = config_complexity(cfg, (h, w))
-            entry.update(flops=c['flops'], params=c['params'], by_module=c['by_module'])
-        info[label] = entry
-    labels = list(models)
-    times = {label: {clock: {p: [] for p in PARTS} for clock in ('wall', 'cpu')} for label in labels}
+            flops = dict(flops=c['flops'], params=c['params'], by_module=c['by_module'])
+        for variant in variants:
+            label = base if variant == 'eager' else f'{base} [{variant}]'
+            say(f'building {label} ({scope})')
+            torch.manual_seed(0)
+            model = build_model(cfg, device=device).eval()
+            report = None
+            if variant != 'eager':
+                report = enable_fast_inference(model, amp=variant == 'fast-amp')
+            clocks[label] = _PartClock(model, device)
+            calls[label] = lambda m=model, x=x, s=samples: m.predict(x, s)
+            info[label] = dict(config=config, base=base, variant=variant, codebase=scope,
+                               model=type(model).__name__, padded=padded, fast=report, **flops)
+    labels = list(clocks)
+    times = {label: [] for label in labels}
     with torch.no_grad():
         for rep in range(warmup + reps):
             order = labels if rep % 2 == 0 else labels[::-1]
             for label in order:
-                for part in PARTS:
-                    wall, cpu = _timed(calls[label][part], device)
-                    if rep >= warmup:
-                        times[label]['wall'][part].append(wall)
-                        times[label]['cpu'][part].append(cpu)
+                t = clocks[label].run(calls[label])
+                if rep >= warmup:
+                    times[label].append(t)
             say(f'repetition {rep + 1}/{warmup + reps}' + (' (warm-up)' if rep < warmup else ''))
     rows = []
     for label in labels:
-        med = {clock: {p: statistics.median(v) for p, v in times[label][clock].items()}
-               for clock in ('wall', 'cpu')}
-        row = dict(label=label, **info[label], times=times[label], median=med)
-        for clock in ('wall', 'cpu'):
-            m = med[clock]
-            row[f'{clock}_parts'] = dict(backbone=m['backbone'],
-                                         neck=max(0.0, m['features'] - m['backbone']),
-                                         heads_post=max(0.0, m['predict'] - m['features']),
-                                         total=m['predict'])
-        rows.append(row)
-    reference = reference or (labels[-1] if labels else None)
-    ref = next((r for r in rows if r['label'] == reference or r['config'] == reference), None)
+        keys = list(times[label][0]) if times[label] else []
+        med = {k: statistics.median(t[k] for t in times[label]) for k in keys}
+        rows.append(dict(label=label, **info[label], parts_present=clocks[label].present,
+                         times=times[label], median=med))
+    ref_key = reference or (configs[-1] if configs else None)
+    ref = next((r for r in rows if r['variant'] == 'eager'
+                and ref_key in (r['config'], r['base'], r['label'])), None)
     for r in rows:
-        for clock in ('wall', 'cpu'):
-            r[f'{clock}_speedup'] = (ref[f'{clock}_parts']['total'] / r[f'{clock}_parts']['total']
-                                     if ref else None)
-    return dict(shape=(h, w), reps=reps, warmup=warmup, device=device,
-                reference=ref['label'] if ref else None, rows=rows,
+        own = next((o for o in rows if o['base'] == r['base'] and o['variant'] == 'eager'), None)
+        total = r['median'].get('total')
+        r['speedup_vs_eager'] = own['median']['total'] / total if own and total else None
+        r['speedup_vs_reference'] = ref['median']['total'] / total if ref and total else None
+    return dict(shape=(h, w), reps=reps, warmup=warmup, device=device, variants=list(variants),
+                detections=detections, reference=ref['label'] if ref else None, rows=rows,
                 env=environment_info(device, threads))
 
 
@@ -112,35 +213,45 @@ def _m(n: Optional[float]) -> str:
 
 
 def format_model_speed(result: Dict[str, Any], command: Optional[str] = None) -> str:
-    """Markdown: one timing table (medians, ms; CPU time in brackets) and one complexity table."""
+    """Markdown: one timing table (medians, ms) and one complexity table."""
     h, w = result['shape']
     env = result['env']
     lines = []
     if command:
         lines += [f'`{command}`', '']
+    det = result.get('detections')
     lines.append(f'{h}x{w}, {result["device"]}, {env.get("threads")} thread(s), '
-                 f'{result["reps"]} interleaved repetitions after {result["warmup"]} warm-up; '
-                 f'CPU: {env.get("cpu", "?")}, torch {env.get("torch", "?")}.')
-    lines += ['', f'| model | backbone ms | neck ms | heads + post ms | total ms | CPU ms | '
-                  f'speed-up vs {result["reference"]} (wall / CPU) |',
-              '|---|---:|---:|---:|---:|---:|---:|']
+                 f'{result["reps"]} interleaved repetitions after {result["warmup"]} warm-up'
+                 + (f', detectors fixed at {det} detections' if det else '')
+                 + f'; CPU: {env.get("cpu", "?")}, torch {env.get("torch", "?")}.')
+    lines += ['', f'| model | backbone | neck | dense heads | RoI extract | RoI heads | post | '
+                  f'total ms | CPU ms | vs own eager | vs {result["reference"]} |',
+              '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+
+    def ms(r, k):
+        return f'{r["median"][k] * 1e3:.0f}' if k in r['parts_present'] or k == 'post' else '-'
+
     for r in result['rows']:
-        p, c = r['wall_parts'], r['cpu_parts']
-        lines.append(f'| {r["label"]} | {p["backbone"] * 1e3:.0f} | {p["neck"] * 1e3:.0f} | '
-                     f'{p["heads_post"] * 1e3:.0f} | {p["total"] * 1e3:.0f} | '
-                     f'{c["total"] * 1e3:.0f} | {r["wall_speedup"]:.2f}x / {r["cpu_speedup"]:.2f}x |')
+        m = r['median']
+        lines.append(
+            f'| {r["label"]} | {ms(r, "backbone")} | {ms(r, "neck")} | {ms(r, "dense_heads")} | '
+            f'{ms(r, "roi_extract")} | {ms(r, "roi_heads")} | {ms(r, "post")} | '
+            f'{m["total"] * 1e3:.0f} | {m["cpu"] * 1e3:.0f} | {r["speedup_vs_eager"]:.2f}x | '
+            + (f'{r["speedup_vs_reference"]:.2f}x |' if r['speedup_vs_reference'] else '- |'))
+    seen = set()
     if any('flops' in r for r in result['rows']):
         lines += ['', '| model | params total (M) | backbone | neck | heads | GMACs total | backbone | '
                       'neck | heads |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
         for r in result['rows']:
-            if 'flops' not in r:
+            if 'flops' not in r or r['base'] in seen:
                 continue
+            seen.add(r['base'])
             mods = r['by_module']
             heads = [k for k in mods if k not in ('backbone', 'neck')]
             hp = sum(mods[k]['params'] for k in heads)
             hf = sum(mods[k]['flops'] for k in heads)
             lines.append(
-                f'| {r["label"]} | {_m(r["params"])} | {_m(mods.get("backbone", {}).get("params"))} | '
+                f'| {r["base"]} | {_m(r["params"])} | {_m(mods.get("backbone", {}).get("params"))} | '
                 f'{_m(mods.get("neck", {}).get("params"))} | {_m(hp)} | {_g(r["flops"])} | '
                 f'{_g(mods.get("backbone", {}).get("flops"))} | {_g(mods.get("neck", {}).get("flops"))} | '
                 f'{_g(hf)} |')

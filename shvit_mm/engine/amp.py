@@ -32,7 +32,7 @@ __all__ = ['CPUAmpOptimWrapper']
 
 def _to_fp32(out: Any) -> Any:
     if isinstance(out, torch.Tensor):
-        return out.float() if out.dtype == torch.bfloat16 else out
+        return out.float() if out.dtype in (torch.bfloat16, torch.float16) else out
     if isinstance(out, tuple) and hasattr(out, '_fields'):  # namedtuple
         return type(out)(*(_to_fp32(o) for o in out))
     if isinstance(out, (list, tuple)):

@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 
 from shvit_mm.apis.config import build_model, codebase_of, read_config
+from shvit_mm.engine.fast_inference import enable_fast_inference, submodules, wrap_forward
 
 from .complexity import _dummy_input, config_complexity, parse_shape
 from .detr_speed import _sync
@@ -72,17 +73,6 @@ def fix_detection_count(cfg, detections: int) -> None:
         target['max_per_img'] = int(detections)
 
 
-def _modules(model: nn.Module, path: str) -> List[nn.Module]:
-    obj: Any = model
-    for part in path.split('.'):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return []
-    if isinstance(obj, nn.ModuleList):
-        return list(obj)
-    return [obj] if isinstance(obj, nn.Module) else []
-
-
 class _PartClock:
     """Adds the wall time spent in each part's ``forward`` while ``active``.
 
@@ -97,11 +87,11 @@ class _PartClock:
         self.elapsed = {name: 0.0 for name in PARTS}
         self.present = []
         for name, paths in PARTS.items():
-            mods = [m for p in paths for m in _modules(model, p)]
+            mods = [m for p in paths for m in submodules(model, p)]
             if mods:
                 self.present.append(name)
             for m in mods:
-                m.forward = functools.partial(self._timed, name, m.forward)
+                wrap_forward(m, functools.partial(self._timed, name))
 
     def _timed(self, name, original, *args, **kwargs):
         if not self.active or self.depth:
@@ -141,7 +131,6 @@ def run_model_speed(configs: Sequence[str], shape: Sequence[int] = (512, 512), r
     """Time ``configs`` (each in every one of ``variants``) side by side; returns a JSON-able dict
     (see :func:`format_model_speed`). ``reference`` names a config (or label) whose eager variant
     the speed-ups divide by (default: the last config)."""
-    from shvit_mm.engine.fast_inference import enable_fast_inference
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f'unknown variants {unknown}; choose from {VARIANTS}')

@@ -50,7 +50,7 @@ from shvit_mm.deploy import cpu_bf16_support, fuse_for_deploy
 from .amp import _to_fp32
 
 __all__ = ['enable_fast_inference', 'fold_batchnorm', 'mixed_precision_dtype', 'FastInferenceHook',
-           'DENSE_PARTS']
+           'DENSE_PARTS', 'submodules', 'wrap_forward']
 
 #: Sub-modules (dotted paths; ModuleLists are expanded) that run under autocast with ``amp=True``.
 #: Everything else (RoI extractors, box coders, NMS, mask pasting, resize) stays fp32.
@@ -135,7 +135,7 @@ def mixed_precision_dtype(device: torch.device) -> Optional[torch.dtype]:
     return None
 
 
-def _wrap_forward(module: nn.Module, fn) -> None:
+def wrap_forward(module: nn.Module, fn) -> None:
     """Replace ``module.forward`` (the bound method, so direct ``.forward()`` calls are covered
     too, as in MMSegmentation's decode heads) with ``fn(original_forward, *args, **kwargs)``."""
     original = module.forward
@@ -176,7 +176,8 @@ def _use_torchvision_roi_align(model: nn.Module) -> int:
     return switched
 
 
-def _get(model: nn.Module, path: str) -> List[nn.Module]:
+def submodules(model: nn.Module, path: str) -> List[nn.Module]:
+    """The sub-module at dotted ``path`` (a ModuleList expanded to its members); [] if absent."""
     obj: Any = model
     for part in path.split('.'):
         obj = getattr(obj, part, None)
@@ -222,11 +223,11 @@ def enable_fast_inference(model: nn.Module, *, amp: bool = False, channels_last:
         report['folded'] = fold_batchnorm(inner)
     if channels_last:
         inner.to(memory_format=torch.channels_last)
-        starts = _get(inner, 'backbone') or [inner]
-        _wrap_forward(starts[0], _channels_last_input)
+        starts = submodules(inner, 'backbone') or [inner]
+        wrap_forward(starts[0], _channels_last_input)
         # MMCV's CPU RoIAlign indexes its input as NCHW-contiguous: the RoI stage gets contiguous
         # maps, converted once for the box and mask extractors together.
-        for roi_head in _get(inner, 'roi_head'):
+        for roi_head in submodules(inner, 'roi_head'):
             if callable(getattr(roi_head, 'predict', None)):
                 roi_head.predict = functools.partial(_contiguous_feats, roi_head.predict)
         report['channels_last'] = True
@@ -240,9 +241,10 @@ def enable_fast_inference(model: nn.Module, *, amp: bool = False, channels_last:
         else:
             wrapped = []
             for path in parts:
-                for i, sub in enumerate(_get(inner, path)):
-                    _wrap_forward(sub, functools.partial(_autocast_forward, device.type, dtype))
-                    wrapped.append(path if len(_get(inner, path)) == 1 else f'{path}.{i}')
+                subs = submodules(inner, path)
+                for i, sub in enumerate(subs):
+                    wrap_forward(sub, functools.partial(_autocast_forward, device.type, dtype))
+                    wrapped.append(path if len(subs) == 1 else f'{path}.{i}')
             report.update(dtype=str(dtype).replace('torch.', ''), autocast_parts=wrapped)
     setattr(inner, _STATE, report)
     dtype_text = report['dtype'] or 'fp32'

@@ -1,8 +1,8 @@
 # Demo: RetinaNet with an SHViT-S1 backbone trained from scratch on the embedded demo dataset.
 #
-#   python tools/train.py configs/demo/retinanet_shvit_s1_demo.py
+#   python tools/train.py configs/demo/retinanet_shvit_s1_demo.py --amp
 #   python tools/test.py configs/demo/retinanet_shvit_s1_demo.py \
-#       work_dirs/retinanet_shvit_s1_demo/epoch_20.pth --show-dir vis
+#       work_dirs/retinanet_shvit_s1_demo/epoch_7.pth --show-dir vis
 #
 # Same data, schedule and optimiser as the Mask R-CNN demo (boxes only, COCO box AP on val).
 # Neck wired as for RetinaNet on COCO: one transposed-conv level (stride 8) plus the three backbone

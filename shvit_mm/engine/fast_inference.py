@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -47,15 +47,10 @@ from mmengine.registry import HOOKS
 
 from shvit_mm.deploy import cpu_bf16_support, fuse_for_deploy
 
-from .amp import _to_fp32
+from .amp import DENSE_PARTS, autocast_forward, submodules, wrap_forward
 
 __all__ = ['enable_fast_inference', 'fold_batchnorm', 'mixed_precision_dtype', 'FastInferenceHook',
            'DENSE_PARTS', 'submodules', 'wrap_forward']
-
-#: Sub-modules (dotted paths; ModuleLists are expanded) that run under autocast with ``amp=True``.
-#: Everything else (RoI extractors, box coders, NMS, mask pasting, resize) stays fp32.
-DENSE_PARTS = ('backbone', 'neck', 'rpn_head', 'bbox_head', 'roi_head.bbox_head',
-               'roi_head.mask_head', 'decode_head', 'head')
 
 _STATE = '_shvit_fast_inference'
 
@@ -135,19 +130,6 @@ def mixed_precision_dtype(device: torch.device) -> Optional[torch.dtype]:
     return None
 
 
-def wrap_forward(module: nn.Module, fn) -> None:
-    """Replace ``module.forward`` (the bound method, so direct ``.forward()`` calls are covered
-    too, as in MMSegmentation's decode heads) with ``fn(original_forward, *args, **kwargs)``."""
-    original = module.forward
-    module.forward = functools.partial(fn, original)
-
-
-def _autocast_forward(device_type: str, dtype: torch.dtype, original, *args, **kwargs):
-    with torch.autocast(device_type, dtype=dtype):
-        out = original(*args, **kwargs)
-    return _to_fp32(out)
-
-
 def _channels_last_input(original, x, *args, **kwargs):
     if isinstance(x, torch.Tensor) and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -174,18 +156,6 @@ def _use_torchvision_roi_align(model: nn.Module) -> int:
             m.use_torchvision = True
             switched += 1
     return switched
-
-
-def submodules(model: nn.Module, path: str) -> List[nn.Module]:
-    """The sub-module at dotted ``path`` (a ModuleList expanded to its members); [] if absent."""
-    obj: Any = model
-    for part in path.split('.'):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return []
-    if isinstance(obj, nn.ModuleList):
-        return [m for m in obj if isinstance(m, nn.Module)]
-    return [obj] if isinstance(obj, nn.Module) else []
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -243,7 +213,7 @@ def enable_fast_inference(model: nn.Module, *, amp: bool = False, channels_last:
             for path in parts:
                 subs = submodules(inner, path)
                 for i, sub in enumerate(subs):
-                    wrap_forward(sub, functools.partial(_autocast_forward, device.type, dtype))
+                    wrap_forward(sub, functools.partial(autocast_forward, device.type, dtype))
                     wrapped.append(path if len(subs) == 1 else f'{path}.{i}')
             report.update(dtype=str(dtype).replace('torch.', ''), autocast_parts=wrapped)
     setattr(inner, _STATE, report)

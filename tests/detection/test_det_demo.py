@@ -1,7 +1,6 @@
 """The embedded demo dataset (deterministic, valid COCO, written atomically) and a short demo run
 end to end through the real command-line tools: train -> COCO AP on val -> checkpoint -> test
 (same AP again, painted pictures, dumped predictions), also under torchrun on the CPU."""
-import json
 import multiprocessing as mp
 import os
 import os.path as osp
@@ -235,3 +234,30 @@ def test_demo_dist_train_two_cpu_processes(tmp_path):
     from pycocotools.coco import COCO
     val_ids = set(COCO(osp.join(data_root, 'annotations', 'instances_val.json')).getImgIds())
     assert len(preds) == TINY['num_val'] and {p['img_id'] for p in preds} == val_ids
+
+
+# ------------------------------------------------------------------------------------------------
+# configs
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('name', ['mask_rcnn_shvit_s1_demo', 'mask_rcnn_r18_demo',
+                                  'retinanet_shvit_s1_demo'])
+def test_demo_schedule_ends_with_training(name):
+    """The decay reaches its floor at the last epoch, the one evaluated and checkpointed (a
+    baseline trained for fewer epochs than the base config must not stop mid-schedule)."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/demo', name + '.py'))
+    epochs = cfg.train_cfg.max_epochs
+    assert cfg.train_cfg.val_interval == epochs
+    assert cfg.default_hooks.checkpoint.interval == epochs
+    decay = cfg.param_scheduler[-1]
+    assert decay.by_epoch and decay.end == epochs and decay.get('T_max', epochs) == epochs
+
+
+def test_demo_roi_extractors_gather():
+    """The Mask R-CNN demos pool RoIs with GatherRoIExtractor at fixed sampling (the gather's
+    fast path; sampling_ratio=0 would fall back to the compiled kernels)."""
+    from mmengine.config import Config
+    for name in ('mask_rcnn_shvit_s1_demo', 'mask_rcnn_r18_demo'):
+        roi = Config.fromfile(osp.join(ROOT, 'configs/demo', name + '.py')).model.roi_head
+        for ext in (roi.bbox_roi_extractor, roi.mask_roi_extractor):
+            assert ext.type == 'GatherRoIExtractor' and ext.roi_layer.sampling_ratio > 0

@@ -39,8 +39,8 @@ def _wrapper(model, monkeypatch, fast):
 
 
 def _dtypes_seen(model):
-    """Record the dtype of a backbone conv's output, the neck's output and RoIAlign's input."""
-    from mmcv.ops import RoIAlign
+    """Record the dtypes of a backbone conv's output, the neck's output, the RoI extractor's input,
+    a conv / linear output inside the RPN and the RoI box and mask heads, and the heads' outputs."""
     seen = {}
 
     def record(key, tensor):
@@ -49,10 +49,13 @@ def _dtypes_seen(model):
     conv = model.backbone.patch_embed[0].c
     conv.register_forward_hook(lambda m, a, o: record('backbone conv', o))
     model.rpn_head.register_forward_pre_hook(lambda m, a: record('heads input', a[0][0]))
-    for m in model.modules():
-        if isinstance(m, RoIAlign):
-            m.register_forward_pre_hook(lambda m, a: record('roi_align input', a[0]))
-            break
+    model.rpn_head.rpn_conv.register_forward_hook(lambda m, a, o: record('rpn conv', o))
+    model.rpn_head.register_forward_hook(lambda m, a, o: record('rpn output', o[0][0]))
+    roi = model.roi_head
+    roi.bbox_roi_extractor.register_forward_pre_hook(lambda m, a: record('roi input', a[0][0]))
+    roi.bbox_head.shared_fcs[0].register_forward_hook(lambda m, a, o: record('box fc', o))
+    roi.bbox_head.register_forward_hook(lambda m, a, o: record('box output', o[0]))
+    roi.mask_head.convs[0].conv.register_forward_hook(lambda m, a, o: record('mask conv', o))
     return seen
 
 
@@ -66,15 +69,19 @@ def test_cpu_amp_trains_with_finite_losses(monkeypatch, fast, capsys):
     capsys.readouterr()
     wrapper = _wrapper(model, monkeypatch, fast)
     logged = capsys.readouterr().out
-    assert ('bfloat16 autocast for backbone, neck' if fast else 'training in fp32') in logged
-    seen = _dtypes_seen(model)
+    assert ('bfloat16 autocast' if fast else 'training in fp32') in logged
+    seen = {}
     for step in range(2):
+        if step == 1:  # recorders run after the wrapper's own hooks (installed by step 0)
+            seen = _dtypes_seen(model)
         losses = model.train_step(_batch(model, seed=step), wrapper)
         assert all(torch.isfinite(v).all() for v in losses.values()), losses
     expected = torch.bfloat16 if fast else torch.float32
-    assert seen['backbone conv'] == expected
-    assert seen['heads input'] == torch.float32  # the neck's output is handed on in fp32
-    assert seen['roi_align input'] == torch.float32  # MMCV's compiled op gets fp32
+    for part in ('backbone conv', 'rpn conv', 'box fc', 'mask conv'):  # the dense parts
+        assert seen[part] == expected, part
+    # what the parts hand on is fp32: losses, box coding, RoIAlign and NMS run in fp32
+    for part in ('heads input', 'rpn output', 'roi input', 'box output'):
+        assert seen[part] == torch.float32, part
     state = model.state_dict()
     assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
     assert any(not torch.equal(before[k], v) for k, v in model.backbone.state_dict().items()
@@ -92,3 +99,31 @@ def test_cpu_amp_rejects_fp16():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     with pytest.raises(ValueError, match='bfloat16 only'):
         CPUAmpOptimWrapper(optimizer=opt, dtype='float16')
+
+
+def test_cpu_amp_reaches_heads_called_through_forward(monkeypatch):
+    """MMSegmentation's decode heads compute their loss through ``self.forward()`` (no module
+    call, so no module hooks): the wrapper still runs them in bf16 and hands fp32 to the loss."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    from shvit_mm.apis.config import build_model
+    model = build_model(osp.join(REPO_ROOT, 'configs/demo/sem_fpn_shvit_s1_demo.py'), mode='train')
+    wrapper = _wrapper(model, monkeypatch, True)
+    seen = {}
+    conv = next(m for m in model.decode_head.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda m, a, o: seen.setdefault('decode conv', o.dtype) and None)
+    loss_fn = model.decode_head.loss_by_feat
+    monkeypatch.setattr(model.decode_head, 'loss_by_feat', lambda logits, *a, **k: (
+        seen.setdefault('logits', logits.dtype), loss_fn(logits, *a, **k))[1])
+    g = torch.Generator().manual_seed(0)
+    samples = []
+    for _ in range(2):
+        s = SegDataSample(metainfo=dict(ori_shape=(64, 64), img_shape=(64, 64), pad_shape=(64, 64)))
+        s.gt_sem_seg = PixelData(data=torch.randint(0, 2, (1, 64, 64), generator=g))
+        samples.append(s)
+    data = dict(inputs=[torch.randint(0, 255, (3, 64, 64), generator=g, dtype=torch.uint8)
+                        for _ in samples], data_samples=samples)
+    losses = model.train_step(data, wrapper)
+    assert all(torch.isfinite(v).all() for v in losses.values()), losses
+    assert seen == {'decode conv': torch.bfloat16, 'logits': torch.float32}

@@ -16,9 +16,12 @@ def main():
     parser.add_argument('--reps', type=int, default=3)
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--threads', type=int, default=0, help='torch threads (0: default)')
+    parser.add_argument('--amp', action='store_true',
+                        help='time each config in fp32 and with mixed precision (as tools/train.py '
+                        '--amp trains on this CPU), from the same weights')
     args = parser.parse_args()
     rows = time_train_steps(args.configs, *args.shape, args.batch, args.reps, args.warmup,
-                            args.threads)
+                            args.threads, ('fp32', 'amp') if args.amp else ('fp32', ))
     print('\n' + format_markdown(rows, *args.shape, args.batch, args.reps))
 
 

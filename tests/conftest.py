@@ -1,5 +1,7 @@
 """Shared fixtures: synthetic checkpoints in the official SHViT layout (no downloads here)."""
+import contextlib
 import json
+import logging
 import os
 import os.path as osp
 from collections import OrderedDict
@@ -77,6 +79,20 @@ def file_tree(root) -> dict:
             with open(osp.join(d, n), 'rb') as f:
                 files[osp.relpath(osp.join(d, n), root)] = f.read()
     return files
+
+
+@contextlib.contextmanager
+def log_records(logger: logging.Logger):
+    """Collect the ``logging.LogRecord`` objects ``logger`` (an MMEngine ``MMLogger`` or a plain
+    ``logging`` logger) emits inside the ``with`` block; yields the list they go into."""
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
 
 
 def run_tool(cmd, cwd, expect_ok: bool = True, timeout: int = 900, env=None) -> str:

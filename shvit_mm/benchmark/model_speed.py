@@ -35,7 +35,8 @@ import torch
 import torch.nn as nn
 
 from shvit_mm.apis.config import build_model, codebase_of, read_config
-from shvit_mm.engine.fast_inference import enable_fast_inference, submodules, wrap_forward
+from shvit_mm.engine.amp import submodules, wrap_forward
+from shvit_mm.engine.fast_inference import enable_fast_inference
 
 from .complexity import _dummy_input, config_complexity, parse_shape
 from .detr_speed import _sync

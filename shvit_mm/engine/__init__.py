@@ -4,4 +4,5 @@ from .amp import CPUAmpOptimWrapper
 from .fast_inference import FastInferenceHook, enable_fast_inference
 from .hooks import FiniteLossHook, SafeCheckpointHook, atomic_write_text
 
-__all__ = ['CPUAmpOptimWrapper', 'FastInferenceHook', 'enable_fast_inference', 'SafeCheckpointHook', 'FiniteLossHook', 'atomic_write_text']
+__all__ = ['CPUAmpOptimWrapper', 'FastInferenceHook', 'enable_fast_inference', 'SafeCheckpointHook',
+           'FiniteLossHook', 'atomic_write_text']

@@ -29,7 +29,8 @@ from mmengine.registry import OPTIM_WRAPPERS
 
 from shvit_mm.deploy import cpu_bf16_support
 
-__all__ = ['CPUAmpOptimWrapper', 'DENSE_PARTS', 'autocast_forward', 'submodules', 'wrap_forward']
+__all__ = ['CPUAmpOptimWrapper', 'DENSE_PARTS', 'autocast_forward', 'submodules', 'unwrap_model',
+           'wrap_forward']
 
 #: Sub-modules (dotted paths; ModuleLists are expanded; absent ones skipped) whose forward runs
 #: in lower precision, in training (:class:`CPUAmpOptimWrapper`) and in the fast inference path.
@@ -48,6 +49,11 @@ def submodules(model: nn.Module, path: str) -> List[nn.Module]:
     if isinstance(obj, nn.ModuleList):
         return [m for m in obj if isinstance(m, nn.Module)]
     return [obj] if isinstance(obj, nn.Module) else []
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside a DDP / MMDistributedDataParallel wrapper (the model itself otherwise)."""
+    return getattr(model, 'module', model)
 
 
 def wrap_forward(module: nn.Module, fn) -> None:
@@ -121,7 +127,7 @@ class CPUAmpOptimWrapper(OptimWrapper):
         return autocast_forward('cpu', torch.bfloat16, original, *args, **kwargs)
 
     def _install(self, model: nn.Module) -> None:
-        inner = getattr(model, 'module', model)  # DDP wrappers
+        inner = unwrap_model(model)
         found = []
         for name in self.autocast_modules:
             subs = submodules(inner, name)

@@ -47,10 +47,9 @@ from mmengine.registry import HOOKS
 
 from shvit_mm.deploy import cpu_bf16_support, fuse_for_deploy
 
-from .amp import DENSE_PARTS, autocast_forward, submodules, wrap_forward
+from .amp import DENSE_PARTS, autocast_forward, submodules, unwrap_model, wrap_forward
 
-__all__ = ['enable_fast_inference', 'fold_batchnorm', 'mixed_precision_dtype', 'FastInferenceHook',
-           'DENSE_PARTS', 'submodules', 'wrap_forward']
+__all__ = ['enable_fast_inference', 'fold_batchnorm', 'mixed_precision_dtype', 'FastInferenceHook']
 
 _STATE = '_shvit_fast_inference'
 
@@ -158,10 +157,6 @@ def _use_torchvision_roi_align(model: nn.Module) -> int:
     return switched
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return getattr(model, 'module', model)  # DDP / MMDistributedDataParallel
-
-
 @torch.no_grad()
 def enable_fast_inference(model: nn.Module, *, amp: bool = False, channels_last: bool = True,
                           fold_bn: bool = True, parts=DENSE_PARTS, logger: str = 'current'
@@ -181,7 +176,7 @@ def enable_fast_inference(model: nn.Module, *, amp: bool = False, channels_last:
     ``dtype`` (the autocast dtype or None), ``autocast_parts``. Calling it again on the same model
     returns the first report and changes nothing.
     """
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     if getattr(inner, _STATE, None) is not None:
         return getattr(inner, _STATE)
     model.eval()

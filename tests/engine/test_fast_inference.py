@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import REPO_ROOT, demo_options, run_tool
+from conftest import REPO_ROOT, demo_options, log_records, run_tool
 
 DEMO_CFG = osp.join(REPO_ROOT, 'configs/demo/mask_rcnn_shvit_s1_demo.py')
 SEG_DEMO_CFG = osp.join(REPO_ROOT, 'configs/demo/sem_fpn_shvit_s1_demo.py')
@@ -127,21 +127,14 @@ def test_detector_fast_path_bf16_close_to_eager(det_pair):
     assert len(pf) > 0
 
 
-def test_mixed_precision_falls_back_to_fp32_without_native_bf16(monkeypatch, det_pair, caplog):
+def test_mixed_precision_falls_back_to_fp32_without_native_bf16(monkeypatch, det_pair):
     import shvit_mm.engine.fast_inference as fi
     monkeypatch.setattr(fi, 'cpu_bf16_support',
                         lambda: dict(avx512_bf16=False, amx_bf16=False, fast=False))
     model = copy.deepcopy(det_pair[1])
     from mmengine.logging import MMLogger
-    logger = MMLogger.get_instance('fast_inference_test')
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger.addHandler(handler)
-    try:
+    with log_records(MMLogger.get_instance('fast_inference_test')) as records:
         report = fi.enable_fast_inference(model, amp=True, logger='fast_inference_test')
-    finally:
-        logger.removeHandler(handler)
     assert report['dtype'] is None and report['autocast_parts'] == []
     warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and 'running in fp32' in warnings[0]

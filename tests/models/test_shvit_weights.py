@@ -2,7 +2,7 @@
 import logging
 import pytest
 import torch
-from conftest import make_official_state_dict, official_key_layout
+from conftest import log_records, make_official_state_dict, official_key_layout
 
 import shvit_mm  # noqa: F401
 from shvit_mm.models.backbones.shvit_weights import (CheckpointFormatError, infer_arch,
@@ -51,15 +51,8 @@ def test_pretrained_init_cfg_and_head_log_line(tmp_path):
     path = tmp_path / 'shvit_s1.pth'
     torch.save({'model': sd}, path)
     from mmengine.logging import MMLogger
-    logger = MMLogger.get_instance('shvit_test_head')
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger.addHandler(handler)
-    try:
+    with log_records(MMLogger.get_instance('shvit_test_head')) as records:
         model = _pretrained('s1', path)
-    finally:
-        logger.removeHandler(handler)
     _assert_loaded(model, sd)
     head_lines = [r for r in records if 'classification-head' in r.getMessage()]
     assert len(head_lines) == 1
@@ -123,13 +116,9 @@ def test_missing_and_unexpected_keys_reported_by_name(tmp_path):
     sd['blocks9.extra.weight'] = torch.zeros(3)
     path = tmp_path / 'partial.pth'
     torch.save(sd, path)
-    records = []
     logger = logging.getLogger('shvit_partial')
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger.addHandler(handler)
-    report = load_backbone_checkpoint(SHViT(arch='s1'), str(path), logger=logger)
-    logger.removeHandler(handler)
+    with log_records(logger) as records:
+        report = load_backbone_checkpoint(SHViT(arch='s1'), str(path), logger=logger)
     assert report['missing'] == ['blocks3.0.0.m.c.weight']
     assert report['unexpected'] == ['blocks9.extra.weight']
     text = '\n'.join(r.getMessage() for r in records if r.levelno >= logging.WARNING)

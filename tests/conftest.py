@@ -44,6 +44,29 @@ def make_official_state_dict(arch: str, seed: int = 0, with_head: bool = True):
     return sd
 
 
+@torch.no_grad()
+def randomize_norm_stats_(model, seed: int = 0):
+    """Give every BatchNorm non-trivial running statistics and affine parameters (in place).
+
+    A freshly initialised SHViT has zero-initialised BN scales on its residual branches, so those
+    branches output zeros and a fusion or precision check on it would prove little.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            if m.running_mean is not None:
+                m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
+            if m.weight is not None:
+                m.weight.copy_(torch.rand(n, generator=gen) * 0.4 + 0.3)
+                m.bias.copy_(torch.randn(n, generator=gen) * 0.1)
+        elif isinstance(m, torch.nn.GroupNorm) and m.affine:
+            m.weight.copy_(torch.rand(m.num_channels, generator=gen) * 0.5 + 0.75)
+            m.bias.copy_(torch.randn(m.num_channels, generator=gen) * 0.1)
+    return model
+
+
 @pytest.fixture(scope='session')
 def official_keys_path():
     assert osp.isfile(OFFICIAL_KEYS), f'missing test data {OFFICIAL_KEYS}'

@@ -1,8 +1,8 @@
 """Training hooks that keep a long run safe: crash-safe checkpoints and a finite-loss guard.
 
 Both are registered in MMEngine's root ``HOOKS`` registry, so MMDetection, MMSegmentation and
-MMPretrain configs find them under their own default scope. The project's configs declare them
-through ``configs/_base_/safe_runtime.py``, so ``tools/train.py``, ``Runner.from_cfg(cfg).train()``,
+MMPretrain configs find them under their own default scope. The project's configs declare them in
+their default runtimes (``configs/_base_/``), so ``tools/train.py``, ``Runner.from_cfg(cfg).train()``,
 ``mim train`` and a user's own script all train with them.
 """
 from __future__ import annotations

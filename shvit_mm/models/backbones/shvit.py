@@ -29,6 +29,7 @@ from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from .shvit_weights import load_backbone_checkpoint
 
@@ -56,13 +57,12 @@ class Conv2dBN(nn.Sequential):
     def fuse(self) -> nn.Conv2d:
         """Return one Conv2d (with bias) computing the same function as conv + BN in eval mode."""
         c, bn = self.c, self.bn
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         fused = nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding,
                           dilation=c.dilation, groups=c.groups, bias=True,
                           device=c.weight.device, dtype=c.weight.dtype)
-        fused.weight.copy_(c.weight * scale[:, None, None, None])
-        fused.bias.copy_(bn.bias - bn.running_mean * scale)
-        return fused
+        fused.weight, fused.bias = fuse_conv_bn_weights(c.weight, None, bn.running_mean,
+                                                        bn.running_var, bn.eps, bn.weight, bn.bias)
+        return fused.requires_grad_(True)
 
 
 def _fuse(module: nn.Module) -> nn.Module:

@@ -24,7 +24,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def _randomized(model):
     """Eval-mode model whose BatchNorms have non-trivial statistics and affine parameters (a
     freshly built one has mean 0 / var 1, which folding would reproduce even if it were wrong)."""
-    from shvit_mm.deploy import randomize_norm_stats_
+    from conftest import randomize_norm_stats_
     torch.manual_seed(0)
     randomize_norm_stats_(model)
     return model.eval()
@@ -36,7 +36,7 @@ def _randomized(model):
 def test_fold_batchnorm_conv_module_sequential_and_transposed():
     from mmcv.cnn import ConvModule
 
-    from shvit_mm.engine.fast_inference import fold_batchnorm
+    from shvit_mm.inference import fold_batchnorm
     torch.manual_seed(0)
     model = nn.Sequential(
         ConvModule(3, 8, 3, padding=1, norm_cfg=dict(type='BN')),
@@ -79,7 +79,7 @@ def _roi_outputs(model, feats, rois):
 
 @torch.no_grad()
 def test_detector_fast_path_fp32_equals_eager(det_pair):
-    from shvit_mm.engine.fast_inference import enable_fast_inference
+    from shvit_mm.inference import enable_fast_inference
     eager, fast, x, sample = det_pair
     model = copy.deepcopy(fast)
     report = enable_fast_inference(model)
@@ -108,8 +108,8 @@ def test_detector_fast_path_fp32_equals_eager(det_pair):
 
 @torch.no_grad()
 def test_detector_fast_path_bf16_close_to_eager(det_pair):
-    from shvit_mm.deploy import cpu_bf16_support
-    from shvit_mm.engine.fast_inference import enable_fast_inference
+    from shvit_mm.inference import enable_fast_inference
+    from shvit_mm.utils.cpu import cpu_bf16_support
     if not cpu_bf16_support()['fast']:
         pytest.skip('this CPU has no native bf16 (the fp32 fallback is tested separately)')
     eager, fast, x, sample = det_pair
@@ -120,7 +120,7 @@ def test_detector_fast_path_bf16_close_to_eager(det_pair):
         set(report['autocast_parts'])
     fe, ff = eager.extract_feat(x), model.extract_feat(x)
     assert all(f.dtype == torch.float32 for f in ff)  # handed on in fp32
-    from shvit_mm.deploy import compare_outputs
+    from shvit_mm.inference import compare_outputs
     assert compare_outputs(fe, ff)['cosine'] > 0.99
     pf = model.predict(x, [sample.clone()])[0].pred_instances
     assert pf.bboxes.dtype == torch.float32 and torch.isfinite(pf.bboxes).all()
@@ -128,13 +128,14 @@ def test_detector_fast_path_bf16_close_to_eager(det_pair):
 
 
 def test_mixed_precision_falls_back_to_fp32_without_native_bf16(monkeypatch, det_pair):
-    import shvit_mm.engine.fast_inference as fi
-    monkeypatch.setattr(fi, 'cpu_bf16_support',
+    import shvit_mm.inference.precision as precision
+    from shvit_mm.inference import enable_fast_inference
+    monkeypatch.setattr(precision, 'cpu_bf16_support',
                         lambda: dict(avx512_bf16=False, amx_bf16=False, fast=False))
     model = copy.deepcopy(det_pair[1])
     from mmengine.logging import MMLogger
     with log_records(MMLogger.get_instance('fast_inference_test')) as records:
-        report = fi.enable_fast_inference(model, amp=True, logger='fast_inference_test')
+        report = enable_fast_inference(model, amp=True, logger='fast_inference_test')
     assert report['dtype'] is None and report['autocast_parts'] == []
     warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and 'running in fp32' in warnings[0]
@@ -147,8 +148,8 @@ def test_segmentor_fast_path(monkeypatch):
     from mmseg.utils import register_all_modules
 
     from shvit_mm.apis.config import build_model
-    from shvit_mm.deploy import compare_outputs, cpu_bf16_support
-    from shvit_mm.engine.fast_inference import enable_fast_inference
+    from shvit_mm.inference import compare_outputs, enable_fast_inference
+    from shvit_mm.utils.cpu import cpu_bf16_support
     register_all_modules(init_default_scope=False)
     with DefaultScope.overwrite_default_scope('mmseg'):
         eager = _randomized(build_model(SEG_DEMO_CFG))
@@ -170,7 +171,7 @@ def test_segmentor_fast_path(monkeypatch):
 def test_resnet_peer_folds_every_batchnorm():
     """The R50/R18 peers go through the same path: every BatchNorm of ResNet folds."""
     from shvit_mm.apis.config import build_model
-    from shvit_mm.engine.fast_inference import enable_fast_inference
+    from shvit_mm.inference import enable_fast_inference
     model = _randomized(build_model(R18_DEMO_CFG))
     x = torch.randn(1, 3, 128, 128) * 50
     with torch.no_grad():
@@ -186,7 +187,7 @@ def test_resnet_peer_folds_every_batchnorm():
 # the switch: tools/test.py, inferencers
 # ---------------------------------------------------------------------------------------------
 def test_test_tool_fast_flag_adds_the_hook(tmp_path):
-    from shvit_mm.apis.test import build_config, parse_args
+    from shvit_mm.cli.test import build_config, parse_args
     ckpt = tmp_path / 'x.pth'
     ckpt.write_bytes(b'')
     cfg = build_config(parse_args([DEMO_CFG, str(ckpt), '--amp', '--work-dir', str(tmp_path)]))
@@ -194,7 +195,7 @@ def test_test_tool_fast_flag_adds_the_hook(tmp_path):
     assert hooks == [dict(type='FastInferenceHook', amp=True)]
     # the config's own hooks are kept
     assert any(h['type'] == 'FiniteLossHook' for h in cfg.custom_hooks)
-    from shvit_mm.apis.common import ToolError
+    from shvit_mm.cli import ToolError
     with pytest.raises(ToolError, match='--tta'):
         build_config(parse_args([DEMO_CFG, str(ckpt), '--fast', '--tta']))
 

@@ -6,9 +6,9 @@ import warnings
 import pytest
 import torch
 
-from shvit_mm.deploy import (InferenceModel, OnnxRuntimeModel, compare_outputs, cpu_bf16_support,
-                             export_onnx, fuse_for_deploy, optimize_for_inference,
-                             randomize_norm_stats_, resolve_dtype)
+from conftest import randomize_norm_stats_
+from shvit_mm.inference import (InferenceModel, OnnxRuntimeModel, compare_outputs, export_onnx,
+                                fuse_for_deploy, optimize_for_inference, resolve_dtype)
 from shvit_mm.models import SHViT
 
 
@@ -132,12 +132,6 @@ def test_bf16_cosine_against_fp32(s1_and_ref):
     assert cmp['max_abs'] > 0
     raw = optimize_for_inference(model, copy=True, dtype='bf16', output_dtype=None)(x)
     assert raw[0].dtype == torch.bfloat16
-
-
-def test_bf16_support_probe_is_consistent():
-    sup = cpu_bf16_support()
-    assert set(sup) == {'avx512_bf16', 'amx_bf16', 'fast'}
-    assert sup['fast'] == (sup['avx512_bf16'] or sup['amx_bf16'])
 
 
 def test_bad_arguments_are_named():

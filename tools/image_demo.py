@@ -27,8 +27,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from shvit_mm.apis.config import codebase_of, read_config
-    from shvit_mm.apis.inference import build_inferencer
+    from shvit_mm.apis import build_inferencer, codebase_of, read_config
     inferencer = build_inferencer(args.config, args.weights, args.device, fast=args.fast,
                                   amp=args.amp)
     if codebase_of(read_config(args.config)) == 'mmdet':

@@ -1,6 +1,8 @@
-"""Entry points behind ``tools/train.py`` and ``tools/test.py`` (MMDetection 3.3 command lines).
+"""The inference API, as ``apis`` is in OpenMMLab: read a config, build its model, and get the
+codebase's inferencer for it (``DetInferencer`` or ``MMSegInferencer``)."""
+from .config import (CODEBASES, ConfigError, build_model, codebase_of, read_config,
+                     setup_registries, strip_pretrained)
+from .inference import build_inferencer
 
-``shvit_mm.apis.train.main(argv)`` and ``shvit_mm.apis.test.main(argv)`` do the work;
-``cli_main`` wraps them for the command line (user errors become a message and exit status 1).
-The sub-modules are imported on demand so that ``import shvit_mm`` stays light.
-"""
+__all__ = ['CODEBASES', 'ConfigError', 'read_config', 'codebase_of', 'setup_registries',
+           'strip_pretrained', 'build_model', 'build_inferencer']

@@ -20,7 +20,7 @@ def build_inferencer(config: str, weights: Optional[str] = None, device: Optiona
 
     ``fast=True`` puts the inferencer's model on the fast inference path (BatchNorm folding,
     channels-last); ``amp=True`` adds mixed precision (bf16 on capable CPUs, fp16 on CUDA) and
-    implies ``fast``: :func:`shvit_mm.engine.fast_inference.enable_fast_inference`.
+    implies ``fast``: :func:`shvit_mm.inference.enable_fast_inference`.
     """
     scope = codebase_of(read_config(config))
     import shvit_mm  # noqa: F401  (registers the project's components before the config is built)
@@ -34,6 +34,6 @@ def build_inferencer(config: str, weights: Optional[str] = None, device: Optiona
         raise ValueError(f'{config}: no inferencer for default_scope={scope!r} (detection and '
                          'segmentation configs have one)')
     if fast or amp:
-        from shvit_mm.engine.fast_inference import enable_fast_inference
+        from shvit_mm.inference import enable_fast_inference
         enable_fast_inference(inferencer.model, amp=amp)
     return inferencer

@@ -7,7 +7,21 @@ from mmdet.registry import DATASETS
 from shvit_mm.datasets.demo_data import (DEFAULT_DEMO_ROOT, DEMO_CLASSES, DEMO_PALETTE,
                                          make_demo_dataset)
 
-__all__ = ['SHViTDemoDataset']
+__all__ = ['SHViTDemoDataset', 'MISSING_DATA_HELP']
+
+
+#: what :func:`shvit_mm.cli.check_datasets` adds when a detection config's files are missing: how
+#: to provide COCO (when a data root or missing path names it) and the demo that needs no data
+MISSING_DATA_HELP = dict(
+    dataset='COCO', marker='coco', default_root='data/coco/',
+    demo='python tools/train.py configs/demo/mask_rcnn_shvit_s1_demo.py',
+    instructions='''
+This config reads COCO 2017 from {where}: it must hold annotations/instances_train2017.json,
+annotations/instances_val2017.json, train2017/ and val2017/ (download them from
+https://cocodataset.org and link the folder there, e.g. `mkdir -p data && ln -s /path/to/coco
+data/coco`), or point the config elsewhere with --cfg-options
+train_dataloader.dataset.data_root=... val_dataloader.dataset.data_root=...
+val_evaluator.ann_file=... (and the test_* counterparts).''')
 
 
 @DATASETS.register_module()

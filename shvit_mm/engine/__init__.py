@@ -1,8 +1,8 @@
-"""Training-loop components: crash-safe checkpoints, the finite-loss guard and CPU mixed
-precision; the whole-model fast inference path (registered in MMEngine's root registries)."""
+"""Training-loop components, registered in MMEngine's root registries: crash-safe checkpoints,
+the finite-loss guard, CPU mixed precision and DDP on CPUs (gloo)."""
 from .amp import CPUAmpOptimWrapper
-from .fast_inference import FastInferenceHook, enable_fast_inference
+from .distributed import CPUDistributedDataParallel
 from .hooks import FiniteLossHook, SafeCheckpointHook, atomic_write_text
 
-__all__ = ['CPUAmpOptimWrapper', 'FastInferenceHook', 'enable_fast_inference', 'SafeCheckpointHook',
+__all__ = ['CPUAmpOptimWrapper', 'CPUDistributedDataParallel', 'SafeCheckpointHook',
            'FiniteLossHook', 'atomic_write_text']

@@ -8,7 +8,23 @@ from mmseg.registry import DATASETS
 from shvit_mm.datasets.demo_data import DEFAULT_DEMO_ROOT, make_demo_dataset
 from shvit_mm.datasets.demo_seg import DEMO_SEG_CLASSES, DEMO_SEG_PALETTE, make_demo_label_maps
 
-__all__ = ['SHViTDemoSegDataset']
+__all__ = ['SHViTDemoSegDataset', 'MISSING_DATA_HELP']
+
+
+#: what :func:`shvit_mm.cli.check_datasets` adds when a segmentation config's files are missing: how
+#: to provide ADE20K (when a data root or missing path names it) and the demo that needs no data
+MISSING_DATA_HELP = dict(
+    dataset='ADE20K', marker='adechallengedata2016', default_root='data/ade/ADEChallengeData2016',
+    demo='python tools/train.py configs/demo/sem_fpn_shvit_s1_demo.py',
+    instructions='''
+This config reads ADE20K (ADEChallengeData2016, 150 classes) from {where}: it must hold
+images/training/, annotations/training/, images/validation/ and annotations/validation/ (unzip
+ADEChallengeData2016.zip from
+http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip into data/ade/, or link an
+existing copy: `mkdir -p data/ade && ln -s /path/to/ADEChallengeData2016
+data/ade/ADEChallengeData2016`), or point the config elsewhere with --cfg-options
+train_dataloader.dataset.data_root=... val_dataloader.dataset.data_root=...
+test_dataloader.dataset.data_root=... .''')
 
 
 @DATASETS.register_module()

@@ -1,10 +1,8 @@
-"""tools/train.py and tools/test.py on segmentation configs: MMSegmentation's options, the
-missing-ADE20K message, and MMSegmentation's MMSegInferencer on every segmentation config."""
+"""tools/train.py and tools/test.py on segmentation configs (MMSegmentation's meanings of the
+options; the missing-ADE20K message is tested with COCO's in tests/cli), and MMSegmentation's
+MMSegInferencer on every segmentation config."""
 import glob
-import os
 import os.path as osp
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,66 +13,16 @@ from conftest import REPO_ROOT as ROOT
 SEM_FPN = osp.join(ROOT, 'configs/sem_fpn/shvit_s1.py')
 UPERNET = osp.join(ROOT, 'configs/upernet/shvit_s4.py')
 SEG_DEMO = osp.join(ROOT, 'configs/demo/sem_fpn_shvit_s1_demo.py')
-SEG_DEMO_COMMAND = 'python tools/train.py configs/demo/sem_fpn_shvit_s1_demo.py'
-ADE = 'data/ade/ADEChallengeData2016'
 SEG_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'sem_fpn', '*.py'))
                      + glob.glob(osp.join(ROOT, 'configs', 'upernet', '*.py'))
                      + glob.glob(osp.join(ROOT, 'configs', 'demo', 'sem_fpn_*.py')))
 
 
 # ------------------------------------------------------------------------------------------------
-# missing data
-# ------------------------------------------------------------------------------------------------
-def test_train_without_ade20k_fails_at_once_with_clear_message(tmp_path):
-    env = dict(os.environ, PYTHONWARNINGS='ignore')
-    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools/train.py'), SEM_FPN],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    err = proc.stderr
-    assert 'Traceback' not in err, err
-    assert 'error: dataset files not found' in err
-    for sub in ('images/training', 'annotations/training', 'images/validation',
-                'annotations/validation'):
-        assert f'{ADE}/{sub}' in err, sub
-    assert str(tmp_path / ADE / 'images/training') in err  # resolved against the directory
-    assert 'ADEChallengeData2016.zip' in err
-    assert SEG_DEMO_COMMAND in err
-    assert 'coco' not in err.lower()
-    assert not (tmp_path / 'work_dirs').exists(), 'the runner was built before the data check'
-
-
-def test_test_tool_without_ade20k_names_val_paths(tmp_path, monkeypatch):
-    from shvit_mm.apis.common import DatasetNotFoundError
-    from shvit_mm.apis.test import main
-    monkeypatch.chdir(tmp_path)
-    ckpt = tmp_path / 'model.pth'
-    ckpt.write_bytes(b'not used: the data check comes first')
-    with pytest.raises(DatasetNotFoundError) as e:
-        main([UPERNET, str(ckpt)])
-    msg = str(e.value)
-    listed = msg.split('This config')[0]
-    assert f'{ADE}/images/validation' in listed and f'{ADE}/annotations/validation' in listed
-    assert 'training' not in listed  # only what testing reads
-    assert SEG_DEMO_COMMAND in msg
-    assert not (tmp_path / 'work_dirs').exists()
-
-
-def test_seg_demo_needs_no_data_up_front(tmp_path, monkeypatch):
-    from mmengine.config import Config
-    from shvit_mm.apis.common import check_datasets, setup_registries
-    monkeypatch.chdir(tmp_path)
-    cfg = Config.fromfile(SEG_DEMO)
-    setup_registries(cfg)
-    check_datasets(cfg, ['train_dataloader', 'val_dataloader', 'test_dataloader'],
-                   ['val_evaluator', 'test_evaluator'])
-    assert not (tmp_path / 'data').exists()
-
-
-# ------------------------------------------------------------------------------------------------
 # the command-line options, MMSegmentation's meanings
 # ------------------------------------------------------------------------------------------------
 def test_train_build_config_on_seg_configs(tmp_path):
-    from shvit_mm.apis.train import build_config, parse_args
+    from shvit_mm.cli.train import build_config, parse_args
     cfg = build_config(parse_args([SEM_FPN]))
     assert cfg.default_scope == 'mmseg'
     assert cfg.work_dir == osp.join('./work_dirs', 'shvit_s1')
@@ -85,8 +33,8 @@ def test_train_build_config_on_seg_configs(tmp_path):
 
 
 def test_test_build_config_on_seg_configs(tmp_path):
-    from shvit_mm.apis.common import ToolError
-    from shvit_mm.apis.test import build_config, parse_args
+    from shvit_mm.cli import ToolError
+    from shvit_mm.cli.test import build_config, parse_args
     ckpt = tmp_path / 'iter_1.pth'
     ckpt.write_bytes(b'x')
     # --out: a directory of predicted label maps (IoUMetric's output_dir)
@@ -119,7 +67,7 @@ def test_mmseg_inferencer_on_every_config(path, tmp_path):
     from mmengine.config import Config
     from mmseg.apis import MMSegInferencer
     from mmseg.registry import DATASETS
-    from shvit_mm.apis.config import build_model
+    from shvit_mm.apis import build_model
     cfg = Config.fromfile(path)
     for t in cfg.test_dataloader.dataset.pipeline:
         if t['type'] == 'Resize':

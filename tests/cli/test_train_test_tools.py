@@ -1,8 +1,7 @@
-"""tools/train.py and tools/test.py: MMDetection 3.3's command lines, clear errors for missing data,
---amp without a GPU and bad arguments, and --launcher pytorch on a machine without CUDA."""
+"""shvit_mm.cli (tools/train.py and tools/test.py): MMDetection 3.3's command lines, the clear
+errors for missing COCO / ADE20K data and bad arguments, --amp without a GPU."""
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 
@@ -10,59 +9,95 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT as ROOT
+
 DEMO_CFG = osp.join(ROOT, 'configs/demo/mask_rcnn_shvit_s1_demo.py')
 RETINA_DEMO_CFG = osp.join(ROOT, 'configs/demo/retinanet_shvit_s1_demo.py')
 COCO_CFG = osp.join(ROOT, 'configs/mask_rcnn/shvit_s4.py')
-DEMO_COMMAND = 'python tools/train.py configs/demo/mask_rcnn_shvit_s1_demo.py'
+ADE = 'data/ade/ADEChallengeData2016'
 
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+# per codebase: configs without their data, what each tool must list, and the demo to suggest
+MISSING_DATA = {
+    'COCO': dict(
+        train_cfg=COCO_CFG, test_cfg=COCO_CFG, demo_cfg=DEMO_CFG,
+        demo='python tools/train.py configs/demo/mask_rcnn_shvit_s1_demo.py',
+        train_paths=['data/coco/annotations/instances_train2017.json', 'data/coco/train2017/',
+                     'data/coco/annotations/instances_val2017.json'],  # val loader + CocoMetric
+        test_paths=['data/coco/annotations/instances_val2017.json', 'data/coco/val2017/'],
+        train_only='train2017', instructions='cocodataset.org', other='ADEChallengeData2016'),
+    'ADE20K': dict(
+        train_cfg=osp.join(ROOT, 'configs/sem_fpn/shvit_s1.py'),
+        test_cfg=osp.join(ROOT, 'configs/upernet/shvit_s4.py'),
+        demo_cfg=osp.join(ROOT, 'configs/demo/sem_fpn_shvit_s1_demo.py'),
+        demo='python tools/train.py configs/demo/sem_fpn_shvit_s1_demo.py',
+        train_paths=[f'{ADE}/{sub}' for sub in ('images/training', 'annotations/training',
+                                                'images/validation', 'annotations/validation')],
+        test_paths=[f'{ADE}/images/validation', f'{ADE}/annotations/validation'],
+        train_only='training', instructions='ADEChallengeData2016.zip', other='coco'),
+}
+DATASETS = pytest.mark.parametrize('dataset', list(MISSING_DATA))
 
 
 # ------------------------------------------------------------------------------------------------
 # missing data
 # ------------------------------------------------------------------------------------------------
-def test_train_without_coco_fails_at_once_with_clear_message(tmp_path):
-    """The real command line, in a directory without data/coco: exit status 1, no traceback, the
-    message names the COCO paths and the demo command, and nothing was built (no work_dir)."""
+@DATASETS
+def test_train_without_data_fails_at_once_with_clear_message(dataset, tmp_path):
+    """The real command line, in a directory without the data: exit status 1, no traceback, the
+    message names the paths and the demo command, and nothing was built (no work_dir)."""
+    case = MISSING_DATA[dataset]
     env = dict(os.environ, PYTHONWARNINGS='ignore')
-    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools/train.py'), COCO_CFG],
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools/train.py'), case['train_cfg']],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     err = proc.stderr
     assert 'Traceback' not in err, err
     assert 'error: dataset files not found' in err
-    assert 'data/coco/annotations/instances_train2017.json' in err
-    assert 'data/coco/train2017/' in err
-    assert 'data/coco/annotations/instances_val2017.json' in err  # val loader + CocoMetric
-    assert str(tmp_path / 'data/coco/annotations/instances_train2017.json') in err  # resolved
-    assert DEMO_COMMAND in err
+    for path in case['train_paths']:
+        assert path in err, path
+    assert str(tmp_path / case['train_paths'][0]) in err  # resolved against the directory
+    assert case['instructions'] in err
+    assert case['demo'] in err
+    assert case['other'].lower() not in err.lower()  # the other codebase's dataset is not mentioned
     assert not (tmp_path / 'work_dirs').exists(), 'the runner was built before the data check'
 
 
-def test_test_tool_without_coco_names_val_paths(tmp_path, monkeypatch):
-    from shvit_mm.apis.common import DatasetNotFoundError
-    from shvit_mm.apis.test import main
+@DATASETS
+def test_test_tool_without_data_names_only_test_paths(dataset, tmp_path, monkeypatch):
+    from shvit_mm.cli import DatasetNotFoundError
+    from shvit_mm.cli.test import main
+    case = MISSING_DATA[dataset]
     monkeypatch.chdir(tmp_path)
     ckpt = tmp_path / 'model.pth'
     ckpt.write_bytes(b'not used: the data check comes first')
     with pytest.raises(DatasetNotFoundError) as e:
-        main([COCO_CFG, str(ckpt)])
+        main([case['test_cfg'], str(ckpt)])
     msg = str(e.value)
-    assert 'data/coco/annotations/instances_val2017.json' in msg
-    assert 'data/coco/val2017/' in msg
-    assert 'train2017' not in msg.split('This config')[0]  # only what testing reads is listed
-    assert DEMO_COMMAND in msg
+    listed = msg.split('This config')[0]
+    for path in case['test_paths']:
+        assert path in listed, path
+    assert case['train_only'] not in listed  # only what testing reads is listed
+    assert case['demo'] in msg
     assert not (tmp_path / 'work_dirs').exists()
+
+
+@DATASETS
+def test_demo_dataset_is_not_required_up_front(dataset, tmp_path, monkeypatch):
+    """The demo configs' datasets create themselves on first use, so the check lets them through."""
+    from mmengine.config import Config
+    from shvit_mm.apis import setup_registries
+    from shvit_mm.cli import check_datasets
+    monkeypatch.chdir(tmp_path)
+    cfg = Config.fromfile(MISSING_DATA[dataset]['demo_cfg'])
+    setup_registries(cfg)
+    check_datasets(cfg, ['train_dataloader', 'val_dataloader', 'test_dataloader'],
+                   ['val_evaluator', 'test_evaluator'])
+    assert not (tmp_path / 'data').exists()  # and the check itself created nothing
 
 
 def test_missing_data_check_passes_when_files_exist(tmp_path, monkeypatch):
     """The check is not a blanket refusal: with the files in place it stays quiet."""
     from mmengine.config import Config
-    from shvit_mm.apis.common import check_datasets
+    from shvit_mm.cli import check_datasets
     monkeypatch.chdir(tmp_path)
     cfg = Config.fromfile(COCO_CFG)
     for p in ['data/coco/annotations/instances_train2017.json',
@@ -78,22 +113,11 @@ def test_missing_data_check_passes_when_files_exist(tmp_path, monkeypatch):
                    ['val_evaluator', 'test_evaluator'])
 
 
-def test_demo_dataset_is_not_required_up_front(tmp_path, monkeypatch):
-    """The demo config's dataset creates itself on first use, so the check lets it through."""
-    from mmengine.config import Config
-    from shvit_mm.apis.common import check_datasets, setup_registries
-    monkeypatch.chdir(tmp_path)
-    cfg = Config.fromfile(DEMO_CFG)
-    setup_registries(cfg)
-    check_datasets(cfg, ['train_dataloader', 'val_dataloader'], ['val_evaluator'])
-    assert not (tmp_path / 'data').exists()  # and the check itself created nothing
-
-
 # ------------------------------------------------------------------------------------------------
 # argument parsing and the resulting config
 # ------------------------------------------------------------------------------------------------
 def test_train_parse_args():
-    from shvit_mm.apis.train import parse_args
+    from shvit_mm.cli.train import parse_args
     a = parse_args(['c.py'])
     assert (a.config, a.work_dir, a.resume, a.amp, a.auto_scale_lr, a.launcher, a.cfg_options) == \
         ('c.py', None, None, False, False, 'none', None)
@@ -111,19 +135,22 @@ def test_train_parse_args():
 
 
 def test_test_parse_args():
-    from shvit_mm.apis.test import parse_args
+    from shvit_mm.cli.test import parse_args
     a = parse_args(['c.py', 'm.pth', '--out', 'r.pkl', '--show-dir', 'vis', '--tta', '--work-dir', 'w',
                     '--cfg-options', 'test_dataloader.batch_size=2'])
     assert (a.config, a.checkpoint, a.out, a.show_dir, a.tta, a.work_dir) == \
         ('c.py', 'm.pth', 'r.pkl', 'vis', True, 'w')
     assert a.cfg_options == {'test_dataloader.batch_size': 2}
+    # the order dist_test.sh passes them in: CONFIG --launcher pytorch CHECKPOINT [options]
+    a = parse_args(['c.py', '--launcher', 'pytorch', 'm.pth', '--fast'])
+    assert (a.config, a.checkpoint, a.launcher, a.fast) == ('c.py', 'm.pth', 'pytorch', True)
     with pytest.raises(SystemExit):
         parse_args(['c.py'])  # the checkpoint is required
 
 
 def test_train_build_config(tmp_path):
-    from shvit_mm.apis.common import ToolError
-    from shvit_mm.apis.train import build_config, parse_args
+    from shvit_mm.cli import ToolError
+    from shvit_mm.cli.train import build_config, parse_args
 
     cfg = build_config(parse_args([DEMO_CFG]))
     assert cfg.work_dir == osp.join('./work_dirs', 'mask_rcnn_shvit_s1_demo')
@@ -155,7 +182,7 @@ def test_train_build_config(tmp_path):
 
 
 def test_train_amp(tmp_path):
-    from shvit_mm.apis.train import build_config, parse_args
+    from shvit_mm.cli.train import build_config, parse_args
     cfg = build_config(parse_args([DEMO_CFG, '--amp']))
     if torch.cuda.is_available():  # MMEngine's fp16 AmpOptimWrapper, unchanged
         assert cfg.optim_wrapper.type == 'AmpOptimWrapper' and cfg.optim_wrapper.loss_scale == 'dynamic'
@@ -168,8 +195,8 @@ def test_train_amp(tmp_path):
 
 
 def test_test_build_config(tmp_path):
-    from shvit_mm.apis.common import ToolError
-    from shvit_mm.apis.test import build_config, parse_args
+    from shvit_mm.cli import ToolError
+    from shvit_mm.cli.test import build_config, parse_args
     ckpt = tmp_path / 'epoch_1.pth'
     ckpt.write_bytes(b'x')
     cfg = build_config(parse_args([DEMO_CFG, str(ckpt), '--show-dir', 'vis']))
@@ -188,53 +215,16 @@ def test_test_build_config(tmp_path):
         build_config(parse_args([DEMO_CFG, str(tmp_path / 'missing.pth')]))
 
 
-def test_cli_turns_tool_errors_into_exit_status(capsys):
-    from shvit_mm.apis.common import ToolError, cli
+@pytest.mark.parametrize('error', ['ToolError', 'LauncherError'])
+def test_cli_turns_user_errors_into_exit_status(error, capsys):
+    from shvit_mm.cli import ToolError
+    from shvit_mm.cli.common import cli
+    from shvit_mm.engine.distributed import LauncherError
 
     def failing(argv):
-        raise ToolError('something named clearly')
+        raise dict(ToolError=ToolError, LauncherError=LauncherError)[error]('something named clearly')
 
     with pytest.raises(SystemExit) as e:
         cli(failing)
     assert e.value.code == 1
     assert 'error: something named clearly' in capsys.readouterr().err
-
-
-# ------------------------------------------------------------------------------------------------
-# --launcher pytorch without CUDA
-# ------------------------------------------------------------------------------------------------
-@pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU-only path is only taken without CUDA')
-def test_launcher_pytorch_on_cpu_uses_gloo_and_cpu_ddp(monkeypatch):
-    import torch.distributed as dist
-    from mmengine.config import Config
-    from mmengine.registry import MODEL_WRAPPERS
-    from shvit_mm.apis.common import ToolError, setup_distributed
-
-    cfg = Config(dict(launcher='pytorch', env_cfg=dict(dist_cfg=dict(backend='nccl'))))
-    for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
-        monkeypatch.delenv(k, raising=False)
-    with pytest.raises(ToolError, match='torchrun'):
-        setup_distributed(cfg)
-    with pytest.raises(ToolError, match='pytorch'):
-        setup_distributed(Config(dict(launcher='slurm')))
-
-    monkeypatch.setenv('RANK', '0')
-    monkeypatch.setenv('LOCAL_RANK', '0')
-    monkeypatch.setenv('WORLD_SIZE', '1')
-    monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
-    monkeypatch.setenv('MASTER_PORT', str(_free_port()))
-    assert not dist.is_initialized()
-    setup_distributed(cfg)
-    try:
-        assert dist.is_initialized() and dist.get_backend() == 'gloo'
-        assert cfg.env_cfg.dist_cfg.backend == 'gloo'
-        assert cfg.model_wrapper_cfg.type == 'CPUDistributedDataParallel'
-        # MMEngine's Runner passes device_ids=[LOCAL_RANK]; the wrapper must accept a CPU module
-        net = torch.nn.Linear(3, 2)
-        wrapped = MODEL_WRAPPERS.build(dict(cfg.model_wrapper_cfg), default_args=dict(
-            module=net, device_ids=[0]))
-        out = wrapped(torch.ones(4, 3))
-        out.sum().backward()
-        assert net.weight.grad is not None
-    finally:
-        dist.destroy_process_group()

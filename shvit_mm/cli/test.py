@@ -1,13 +1,7 @@
-"""``tools/test.py``: evaluate a checkpoint, with the command line and behaviour of the config's
+"""``tools/test.py``: evaluate a checkpoint with the command line and behaviour of the config's
 codebase (its ``default_scope``): MMDetection 3.3's or MMSegmentation 1.2.2's tools/test.py.
-
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out OUT] [--show]
-                         [--show-dir DIR] [--wait-time S] [--cfg-options k=v ...]
-                         [--launcher {none,pytorch,slurm,mpi}] [--tta] [--fast] [--amp]
-
-The metrics come from the config's ``test_evaluator`` (``CocoMetric`` for the COCO and detection
-demo configs: box and mask AP; ``IoUMetric`` for the ADE20K and segmentation demo configs: mIoU).
-Where the codebases differ, each keeps its own meaning:
+The metrics come from the config's ``test_evaluator`` (``CocoMetric``: box and mask AP;
+``IoUMetric``: mIoU). Where the codebases differ, each keeps its own meaning:
 
 * ``--out``: detection, a ``.pkl`` file of the predictions (``DumpDetResults``); segmentation, a
   directory receiving one predicted label map (PNG) per picture (``IoUMetric(output_dir=OUT)``).
@@ -16,31 +10,26 @@ Where the codebases differ, each keeps its own meaning:
 * ``--tta``: ``DetTTAModel`` (flip) or ``SegTTAModel`` with the config's ``tta_pipeline``.
 
 shvit_mm's own switches (both codebases): ``--fast`` tests through the fast inference path
-(BatchNorm folding and channels-last: :func:`shvit_mm.engine.fast_inference.enable_fast_inference`),
-``--amp`` adds mixed precision to it (bf16 autocast on CPUs with AVX-512 BF16 or AMX, fp16 on
-CUDA; fp32 with one log line elsewhere).
-
-As in training, shvit_mm's components are registered, missing data is reported before anything is
-built, and ``--launcher pytorch`` works without CUDA.
+(:func:`shvit_mm.inference.enable_fast_inference`: BatchNorm folding, channels-last), ``--amp``
+adds mixed precision to it (bf16 autocast on CPUs with AVX-512 BF16 or AMX, fp16 on CUDA; fp32
+with one log line elsewhere). As in training, missing data is reported before anything is built
+and ``--launcher pytorch`` works without CUDA.
 """
-import argparse
 import copy
 import os
 import warnings
 
-from mmengine.config import ConfigDict, DictAction
+from mmengine.config import ConfigDict
 
-from .common import (ToolError, check_datasets, cli, load_config, run_guarded, setup_distributed,
-                     setup_registries, setup_threads, teardown_distributed)
+from .common import (ToolError, build_runner, cli, load_config, parse_tool_args, run_guarded,
+                     tool_parser)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description='Test (and evaluate) a detector or segmentor (MMDetection 3.x / MMSegmentation '
-        '1.x + shvit_mm)')
-    parser.add_argument('config', help='test config file path')
+    parser = tool_parser(
+        'test', 'Test (and evaluate) a detector or segmentor (MMDetection 3.x / MMSegmentation 1.x '
+        '+ shvit_mm)', 'the directory to save the file containing evaluation metrics')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--work-dir', help='the directory to save the file containing evaluation metrics')
     parser.add_argument(
         '--out', type=str,
         help='detection: dump predictions to a pickle file for offline evaluation; segmentation: '
@@ -52,15 +41,6 @@ def parse_args(argv=None):
         'saved to the work_dir/timestamp/show_dir')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override some settings in the used config, the key-value pair in xxx=yyy format will '
-        'be merged into config file. If the value to be overwritten is a list, it should be like '
-        'key="[a,b]" or key=a,b. It also allows nested list/tuple values, e.g. '
-        'key="[(a,b),(c,d)]". Note that the quotation marks are necessary and that no white space '
-        'is allowed.')
-    parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher')
-    parser.add_argument(
         '--tta', action='store_true',
         help="test-time augmentation (detection: flip; segmentation: the config's tta_pipeline)")
     parser.add_argument(
@@ -70,18 +50,13 @@ def parse_args(argv=None):
         '--amp', action='store_true',
         help='the fast path in mixed precision: bf16 autocast on CPUs with AVX-512 BF16 or AMX, '
         'fp16 on CUDA (implies --fast)')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_tool_args(parser, argv)
 
 
-def _apply_tta(cfg) -> None:
+def _apply_det_tta(cfg) -> None:
     """Wrap the model in ``DetTTAModel`` and the test pipeline in a flip ``TestTimeAug``, using the
     config's ``tta_model`` / ``tta_pipeline`` when it has them (MMDetection's defaults otherwise)."""
-    roi_head = cfg.model.get('roi_head') or {}
-    if roi_head.get('mask_head') is not None:
+    if (cfg.model.get('roi_head') or {}).get('mask_head') is not None:
         raise ToolError("--tta: MMDetection's DetTTAModel merges boxes only and cannot merge "
                         'instance masks, so it does not work with this instance-segmentation '
                         'model; test without --tta (or use it with a box detector such as RetinaNet).')
@@ -147,8 +122,7 @@ def _seg_output_dir(cfg, out: str) -> None:
         raise ToolError(f'--out names a directory for segmentation configs (one predicted label '
                         f'map per picture, as in MMSegmentation), got the file name {out}')
     evaluator = cfg.test_evaluator
-    metrics = evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]
-    for metric in metrics:
+    for metric in evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]:
         if isinstance(metric, dict) and metric.get('type') in ('IoUMetric', 'mmseg.IoUMetric'):
             metric['output_dir'] = out
             metric['keep_results'] = True  # as MMSegmentation's tools/test.py sets it
@@ -159,8 +133,7 @@ def _seg_output_dir(cfg, out: str) -> None:
 
 def build_config(args):
     """The test config after every command-line option is applied."""
-    cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
-    scope = setup_registries(cfg)
+    cfg = load_config(args)
     if not os.path.isfile(args.checkpoint) and '://' not in args.checkpoint:
         raise ToolError(f'checkpoint not found: {args.checkpoint}')
     cfg.load_from = args.checkpoint
@@ -171,7 +144,7 @@ def build_config(args):
         # after any custom_hooks of the config; acts in before_test, once the checkpoint is loaded
         cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
             dict(type='FastInferenceHook', amp=bool(args.amp))]
-    if scope == 'mmseg':
+    if cfg.default_scope == 'mmseg':
         if args.show or args.show_dir:
             _seg_visualization(cfg, args)
         if args.tta:
@@ -183,37 +156,23 @@ def build_config(args):
         from mmdet.engine.hooks.utils import trigger_visualization_hook
         cfg = trigger_visualization_hook(cfg, args)
     if args.tta:
-        _apply_tta(cfg)
+        _apply_det_tta(cfg)
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         raise ToolError(f'--out must name a .pkl/.pickle file, got {args.out}')
     return cfg
 
 
 def main(argv=None):
+    """Test; returns the metrics."""
     args = parse_args(argv)
     cfg = build_config(args)
-    detection = cfg.default_scope == 'mmdet'
-    if detection:
-        from mmdet.utils import setup_cache_size_limit_of_dynamo
-        setup_cache_size_limit_of_dynamo()
-    check_datasets(cfg, ['test_dataloader'], ['test_evaluator'])
-    setup_threads(cfg)
-    setup_distributed(cfg)
-
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    if args.out is not None and detection:
+    runner = build_runner(cfg, ['test_dataloader'], ['test_evaluator'])
+    if args.out is not None and cfg.default_scope == 'mmdet':
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    metrics = run_guarded(runner.test, cfg)
-    teardown_distributed()
-    return metrics
+    return run_guarded(runner.test, cfg)
 
 
 def cli_main(argv=None):
+    """:func:`main` for the command line: user errors exit with status 1 and an ``error:`` line."""
     return cli(main, argv)
-
-
-if __name__ == '__main__':
-    cli_main()

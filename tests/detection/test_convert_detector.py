@@ -15,12 +15,15 @@ from mmengine.runner import load_checkpoint
 from mmdet.registry import MODELS
 from mmdet.testing import demo_mm_inputs
 from mmdet.utils import register_all_modules
-from shvit_mm.detection.convert import convert_official_detector, official_detector_to_mmdet3
-from shvit_mm.models.backbones.shvit_weights import CheckpointFormatError
+from shvit_mm.models.backbones import SHViT
+from shvit_mm.models.backbones.shvit_weights import (CheckpointFormatError, match_state_dict,
+                                                     mmdet2_detector_to_mmdet3)
 from shvit_mm.utils.safe_load import safe_load
 
 from conftest import REPO_ROOT as ROOT
 register_all_modules(init_default_scope=True)
+convert = functools.partial(mmdet2_detector_to_mmdet3, arch_zoo=SHViT.arch_zoo)
+TOOL = osp.join(ROOT, 'tools', 'model_converters', 'official_det_to_mmdet3.py')
 COCO_CLASSES = tuple(f'class_{i}' for i in range(80))
 
 
@@ -80,17 +83,33 @@ def _official_checkpoint(det, model, arch='s4', seed=0):
     return dict(state_dict=sd, meta=meta)
 
 
+@functools.lru_cache(maxsize=None)
+def _tool():
+    from importlib.util import module_from_spec, spec_from_file_location
+    spec = spec_from_file_location('official_det_to_mmdet3', TOOL)
+    tool = module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def _convert_file(src: dict, tmp_path) -> str:
+    """Write ``src``, convert it with the command-line tool, return the output's path."""
+    torch.save(src, tmp_path / 'official.pth')
+    _tool().main([str(tmp_path / 'official.pth'), str(tmp_path / 'out.pth')])
+    return str(tmp_path / 'out.pth')
+
+
 def test_convert_loads_strictly_and_tensors_match(det_model, tmp_path):
     det, model = det_model
     src = _official_checkpoint(det, model)
-    torch.save(src, tmp_path / 'official.pth')
-    meta = convert_official_detector(str(tmp_path / 'official.pth'), str(tmp_path / 'out.pth'))
+    meta = convert(src)['meta']
     assert meta['detector'] == det and meta['arch'] == 's4' and meta['num_classes'] == 80
-    assert meta['config'] == f'{det}/shvit_s4.py'  # under the project's configs/
     assert meta['dataset_meta']['classes'] == COCO_CLASSES
 
-    out = safe_load(str(tmp_path / 'out.pth'))  # weights_only: the output is plain data
-    assert set(out) == {'state_dict', 'meta'}
+    out = safe_load(_convert_file(src, tmp_path))  # weights_only: the output is plain data
+    assert set(out) == {'state_dict', 'meta'} and out['meta']['source'] == 'official.pth'
+    assert {k: v for k, v in out['meta'].items() if k != 'source'} == {
+        k: v for k, v in meta.items() if k != 'source'}
     converted = out['state_dict']
     # strict: nothing missing, nothing unexpected
     result = model.load_state_dict(converted, strict=True)
@@ -106,8 +125,7 @@ def test_round_trip_predictions(det_model, tmp_path):
     """Converted file loaded through MMEngine == the same weights loaded directly."""
     det, model = det_model
     src = _official_checkpoint(det, model, seed=3)
-    torch.save(src, tmp_path / 'official.pth')
-    convert_official_detector(str(tmp_path / 'official.pth'), str(tmp_path / 'out.pth'))
+    out_path = _convert_file(src, tmp_path)
     model.eval()
     if det == 'mask_rcnn':
         model.test_cfg.rcnn.score_thr = 0.0
@@ -125,7 +143,7 @@ def test_round_trip_predictions(det_model, tmp_path):
     with torch.no_grad():  # wipe, so the file load below has to restore every tensor
         for t in model.state_dict().values():
             t.zero_()
-    ckpt = load_checkpoint(model, str(tmp_path / 'out.pth'), map_location='cpu', strict=True)
+    ckpt = load_checkpoint(model, out_path, map_location='cpu', strict=True)
     assert ckpt['meta']['dataset_meta']['classes'] == COCO_CLASSES
     b = predict()
     assert len(a) > 0 and len(a) == len(b)
@@ -140,12 +158,12 @@ def test_errors_name_the_problem(det_model):
     # a classification checkpoint
     backbone_only = {'model': make_official_state_dict('s4')}
     with pytest.raises(CheckpointFormatError, match='backbone-only'):
-        official_detector_to_mmdet3(backbone_only)
+        convert(backbone_only)
     # something else entirely
     with pytest.raises(CheckpointFormatError, match='Not a RetinaNet or Mask R-CNN'):
-        official_detector_to_mmdet3({'state_dict': {'encoder.w': torch.zeros(1)}})
+        convert({'state_dict': {'encoder.w': torch.zeros(1)}})
     with pytest.raises(CheckpointFormatError, match='expected a dict'):
-        official_detector_to_mmdet3([torch.zeros(1)])
+        convert([torch.zeros(1)])
     # an unknown head key and a missing one are listed by name
     bad = dict(state_dict=OrderedDict(good['state_dict']), meta=good['meta'])
     head_prefix = 'bbox_head' if det == 'retinanet' else 'roi_head.bbox_head'
@@ -153,13 +171,13 @@ def test_errors_name_the_problem(det_model):
     removed = 'neck.extra_fpn_convs.0.conv.bias'
     del bad['state_dict'][removed]
     with pytest.raises(CheckpointFormatError) as info:
-        official_detector_to_mmdet3(bad)
+        match_state_dict(model, convert(bad)['state_dict'])
     assert f'{head_prefix}.fc_extra.weight' in str(info.value) and removed in str(info.value)
     assert 'unknown key' in str(info.value) and 'missing key' in str(info.value)
     # the backbone's classifier is dropped, not an error
     extra = dict(state_dict=OrderedDict(good['state_dict']))
     extra['state_dict']['backbone.head.l.weight'] = torch.zeros(1000, 448)
-    out = official_detector_to_mmdet3(extra)
+    out = convert(extra)
     assert 'backbone.head.l.weight' not in out['state_dict']
     assert out['meta']['dropped_keys'] == ['backbone.head.l.weight']
     assert 'dataset_meta' not in out['meta']  # no class names in the source
@@ -170,21 +188,20 @@ def test_other_variant_is_refused_unless_asked():
     model_s1 = _build(det, 's1')
     s1 = _official_checkpoint(det, model_s1, arch='s1')
     with pytest.raises(CheckpointFormatError, match=r'SHViT-S1, expected SHViT-S4.*--arch s1'):
-        official_detector_to_mmdet3(s1)
-    out = official_detector_to_mmdet3(s1, arch='s1')
-    assert out['meta']['config'] == 'retinanet/shvit_s1.py'
+        convert(s1)
+    out = convert(s1, arch='s1')
+    assert out['meta']['arch'] == 's1'
     model_s1.load_state_dict(out['state_dict'], strict=True)
     # a RetinaNet S4 checkpoint with the wrong number of transposed convs (a Mask R-CNN neck)
     model = _build(det)
     wrong = _official_checkpoint(det, model)
     wrong['state_dict']['neck.extra_trans_convs.1.conv.weight'] = torch.zeros(256, 256, 2, 2)
     with pytest.raises(CheckpointFormatError, match=r'neck\.extra_trans_convs\.1\.conv\.weight'):
-        official_detector_to_mmdet3(wrong)
+        match_state_dict(model, convert(wrong)['state_dict'])
 
 
 def test_cli(tmp_path, capsys):
-    from importlib.util import module_from_spec, spec_from_file_location
-    tool = osp.join(ROOT, 'tools', 'model_converters', 'official_det_to_mmdet3.py')
+    tool = TOOL
     model = _build('retinanet', 's1')
     torch.save(_official_checkpoint('retinanet', model, arch='s1'), tmp_path / 'official.pth')
     ok = subprocess.run([sys.executable, tool, str(tmp_path / 'official.pth'),
@@ -194,9 +211,7 @@ def test_cli(tmp_path, capsys):
     assert 'configs/retinanet/shvit_s1.py' in ok.stdout
     model.load_state_dict(safe_load(str(tmp_path / 'sub' / 'out.pth'))['state_dict'], strict=True)
 
-    spec = spec_from_file_location('convert_official_detector', tool)
-    cli = module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = _tool()
     torch.save({'model': make_official_state_dict('s4')}, tmp_path / 'cls.pth')
     with pytest.raises(SystemExit, match='backbone-only'):
         cli.main([str(tmp_path / 'cls.pth'), str(tmp_path / 'x.pth')])

@@ -8,7 +8,9 @@ The official release (https://github.com/ysj9909/SHViT) names the backbone's ten
 * timm hub weights ``shvit_s{1..4}.in1k`` (``.safetensors`` or ``.pth``): ``stages.{i}.downsample.*``
   and ``stages.{i}.blocks.*``;
 * a plain state dict, optionally wrapped in ``state_dict`` and/or prefixed by ``module.``;
-* MMDetection / MMSegmentation / MMPretrain checkpoints whose backbone keys carry ``backbone.``.
+* MMDetection / MMSegmentation / MMPretrain checkpoints whose backbone keys carry ``backbone.``;
+* the official detection release (RetinaNet / Mask R-CNN trained with MMDetection 2.x), converted
+  whole to an MMDetection 3.x checkpoint by :func:`mmdet2_detector_to_mmdet3`.
 
 Files are read with :func:`shvit_mm.utils.safe_load` (no pickled code runs).
 """
@@ -24,7 +26,8 @@ import torch
 from shvit_mm.utils.safe_load import safe_load
 
 __all__ = ['CheckpointFormatError', 'to_official_layout', 'timm_to_official', 'official_to_timm',
-           'infer_arch', 'unwrap_state_dict', 'load_backbone_checkpoint']
+           'infer_arch', 'unwrap_state_dict', 'load_backbone_checkpoint', 'match_state_dict',
+           'mmdet2_detector_to_mmdet3']
 
 
 class CheckpointFormatError(ValueError):
@@ -78,19 +81,20 @@ def official_to_timm(state_dict: Dict[str, torch.Tensor]) -> 'OrderedDict[str, t
 _WRAPPERS = ('state_dict', 'model', 'model_ema', 'module')
 
 
-def unwrap_state_dict(obj) -> Dict[str, torch.Tensor]:
-    """Find the state dict inside a checkpoint object."""
+def unwrap_state_dict(obj) -> 'OrderedDict[str, torch.Tensor]':
+    """The state dict inside a checkpoint object, its tensors only, without DDP's ``module.``."""
     for _ in range(3):
         if not isinstance(obj, dict):
             break
         if any(isinstance(v, torch.Tensor) for v in obj.values()):
-            return obj
+            break
         inner = next((obj[k] for k in _WRAPPERS if k in obj and isinstance(obj[k], dict)), None)
         if inner is None:
             break
         obj = inner
     if isinstance(obj, dict) and any(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj
+        return OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v)
+                           for k, v in obj.items() if isinstance(v, torch.Tensor))
     keys = list(obj.keys())[:10] if isinstance(obj, dict) else type(obj).__name__
     raise CheckpointFormatError(
         f'No state dict found in checkpoint (top-level keys: {keys}); expected a state dict or a dict '
@@ -105,7 +109,6 @@ def to_official_layout(checkpoint, prefix: Optional[str] = None
     prefix is detected automatically. Classification-head keys (``head.*``) are returned apart.
     """
     sd = unwrap_state_dict(checkpoint)
-    sd = OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v) for k, v in sd.items())
     if prefix is None and any(k.startswith('backbone.') for k in sd):
         prefix = 'backbone.'
     if prefix:
@@ -176,3 +179,104 @@ def load_backbone_checkpoint(model: torch.nn.Module, filename: str, prefix: Opti
     logger.info(f'Loaded {len(sd) - len(unexpected)} tensors into SHViT-{str(model_arch).upper()} '
                 f'from {filename}')
     return dict(missing=missing, unexpected=unexpected, head=head, arch=ckpt_arch)
+
+
+def match_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor],
+                     source: str = 'the checkpoint') -> None:
+    """Raise :class:`CheckpointFormatError` unless ``state_dict`` has exactly ``model``'s tensors,
+    shape for shape; the message lists the unknown, missing and mis-shaped keys by name."""
+    own = model.state_dict()
+    unknown = [k for k in state_dict if k not in own]
+    missing = [k for k in own if k not in state_dict]
+    shapes = [f'{k} {tuple(v.shape)} vs {tuple(own[k].shape)}' for k, v in state_dict.items()
+              if k in own and own[k].shape != v.shape]
+    problems = [f'{len(keys)} {what}: {_list(keys)}' for what, keys in (
+        ('unknown key(s)', unknown), ('missing key(s)', missing),
+        ('mis-shaped tensor(s) (checkpoint vs model)', shapes)) if keys]
+    if problems:
+        raise CheckpointFormatError(f'{source} does not match the {type(model).__name__} of the '
+                                    'config: ' + '; '.join(problems))
+
+
+def _list(keys: List[str], limit: int = 30) -> str:
+    more = f' ... and {len(keys) - limit} more' if len(keys) > limit else ''
+    return ', '.join(sorted(keys)[:limit]) + more
+
+
+def _detector_type(state_dict: Mapping[str, torch.Tensor]) -> str:
+    prefixes = sorted({k.split('.', 1)[0] for k in state_dict})
+    if 'rpn_head' in prefixes and 'roi_head' in prefixes:
+        return 'mask_rcnn'
+    if 'bbox_head.retina_cls.weight' in state_dict:
+        return 'retinanet'
+    if prefixes == ['backbone'] or any(k.startswith(('patch_embed.', 'blocks1.'))
+                                       for k in state_dict):
+        raise CheckpointFormatError(
+            'This is a backbone-only (classification) checkpoint, not a detector: use it as the '
+            "backbone's init_cfg=dict(type='Pretrained', checkpoint=...) instead of converting it")
+    raise CheckpointFormatError(
+        'Not a RetinaNet or Mask R-CNN detector checkpoint: expected keys under backbone./neck./'
+        f'bbox_head. (RetinaNet) or rpn_head./roi_head. (Mask R-CNN), found prefixes {prefixes}')
+
+
+def mmdet2_detector_to_mmdet3(checkpoint, arch_zoo: Mapping[str, dict], arch: Optional[str] = 's4',
+                              source: str = '<checkpoint>') -> dict:
+    """An official SHViT RetinaNet / Mask R-CNN checkpoint (MMDetection 2.x) as an MMDetection 3.x
+    checkpoint ``{'state_dict': ..., 'meta': ...}``.
+
+    These detectors' parameter names and output semantics are the same in MMDetection 2.25 and
+    3.x, so the tensors carry over unchanged. What changes: the class names move from
+    ``meta['CLASSES']`` to ``meta['dataset_meta']['classes']``, and the backbone's ImageNet
+    classifier, if the file kept it, is dropped. ``meta`` also names the ``detector``
+    (``'retinanet'`` / ``'mask_rcnn'``), the backbone ``arch`` and ``num_classes``.
+    :func:`match_state_dict` checks the result against the model of a config.
+
+    Args:
+        checkpoint: the loaded file, or its state dict.
+        arch_zoo: the variants to recognise (``SHViT.arch_zoo``).
+        arch: the SHViT variant the backbone must be (the official release is ``'s4'``); None
+            accepts any of ``arch_zoo``.
+        source: the file's name, for messages.
+    """
+    if not isinstance(checkpoint, dict):
+        raise CheckpointFormatError(f'{source}: expected a dict checkpoint, got '
+                                    f'{type(checkpoint).__name__}')
+    src_meta = checkpoint.get('meta') if isinstance(checkpoint.get('meta'), dict) else {}
+    try:
+        sd = unwrap_state_dict(checkpoint)
+    except CheckpointFormatError as e:
+        raise CheckpointFormatError(f'{source}: {e}') from None
+    detector = _detector_type(sd)
+    found = infer_arch({k[len('backbone.'):]: v for k, v in sd.items()
+                        if k.startswith('backbone.')}, arch_zoo)
+    if found not in arch_zoo:
+        raise CheckpointFormatError(
+            f'{source}: the backbone is not one of SHViT {sorted(arch_zoo)} in the official '
+            f'layout ({found or "no backbone.patch_embed.6 / blocks2.1.conv3 weights"})')
+    if arch is not None and found != arch.lower():
+        raise CheckpointFormatError(
+            f'{source}: the backbone is SHViT-{found.upper()}, expected SHViT-{arch.upper()} (the '
+            f"official detection release is S4); to convert it anyway pass arch='{found}' "
+            f'(command line: --arch {found})')
+    dropped = [k for k in sd if k.startswith(('backbone.head.', 'backbone.head_dist.'))]
+    for k in dropped:
+        del sd[k]
+    if detector == 'retinanet':  # sigmoid: anchors x classes channels, no background
+        num_classes = sd['bbox_head.retina_cls.weight'].shape[0] // (
+            sd['bbox_head.retina_reg.weight'].shape[0] // 4)
+    else:  # softmax: classes + background (last)
+        num_classes = sd['roi_head.bbox_head.fc_cls.weight'].shape[0] - 1
+    meta = dict(converted_from='MMDetection 2.x official SHViT detection checkpoint',
+                source=str(source).rsplit('/', 1)[-1], detector=detector, arch=found,
+                num_classes=int(num_classes))
+    if dropped:
+        meta['dropped_keys'] = dropped
+    meta.update({f'source_{k}': src_meta[k] for k in ('mmdet_version', 'mmcv_version', 'epoch',
+                                                      'iter') if isinstance(src_meta.get(k), (str, int))})
+    classes = src_meta.get('CLASSES', src_meta.get('classes'))
+    if isinstance(classes, (list, tuple)) and all(isinstance(c, str) for c in classes):
+        meta['dataset_meta'] = dict(classes=tuple(classes))
+        palette = src_meta.get('PALETTE')
+        if isinstance(palette, (list, tuple)) and len(palette) == len(classes):
+            meta['dataset_meta']['palette'] = [tuple(int(x) for x in p) for p in palette]
+    return dict(state_dict=sd, meta=meta)

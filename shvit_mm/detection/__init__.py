@@ -1,5 +1,5 @@
-"""MMDetection adapter: the detection neck (``SHViTFPN``), the single-head Deformable DETR parts,
-the embedded demo dataset class and the official-detector converter.
+"""MMDetection adapter: the detection neck (``SHViTDetFPN``, ``type='SHViTFPN'``), the RoI extractor
+as one gather, the single-head Deformable DETR parts and the embedded demo dataset class.
 
 Importing it registers these in MMDetection's registries; :mod:`shvit_mm` imports it only when
 MMDetection is installed.
@@ -7,6 +7,6 @@ MMDetection is installed.
 from . import datasets, detectors, layers, necks  # noqa: F401  (register their components)
 from .datasets import SHViTDemoDataset
 from .detectors import PerLayerDeformableDETR
-from .necks import SHViTFPN
+from .necks import SHViTDetFPN
 
-__all__ = ['SHViTDemoDataset', 'PerLayerDeformableDETR', 'SHViTFPN']
+__all__ = ['SHViTDemoDataset', 'PerLayerDeformableDETR', 'SHViTDetFPN']

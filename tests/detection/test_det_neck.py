@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import shvit_mm  # noqa: F401  (registers SHViTFPN)
+import shvit_mm  # noqa: F401  (registers SHViTDetFPN)
 from mmdet.models.necks import FPN
 from mmdet.registry import MODELS
-from shvit_mm.detection.necks import SHViTFPN
+from shvit_mm.detection.necks import SHViTDetFPN
 
 IN_CH = [12, 20, 28]  # small stand-ins for SHViT's stride-16/32/64 channels
 OUT_CH = 8
@@ -41,7 +41,7 @@ def _expected_sizes(h, w, num_trans, num_outs):
 @pytest.mark.parametrize('size', [(128, 192), (200, 333), (97, 130)])
 def test_output_strides_and_sizes(num_trans, add_extra_convs, num_coarse, size):
     num_outs = num_trans + 3 + num_coarse
-    neck = SHViTFPN(IN_CH, OUT_CH, num_outs, add_extra_convs=add_extra_convs,
+    neck = SHViTDetFPN(IN_CH, OUT_CH, num_outs, add_extra_convs=add_extra_convs,
                     num_extra_trans_convs=num_trans)
     h, w = size
     outs = neck(_inputs(h, w))
@@ -62,9 +62,9 @@ def test_official_configs_strides_with_real_backbone():
     """RetinaNet / Mask R-CNN necks on SHViT-S1 features of odd-sized images."""
     from shvit_mm.models import SHViT
     backbone = SHViT(arch='s1').eval()
-    retina = SHViTFPN(backbone.out_channels, 16, 5, add_extra_convs='on_input',
+    retina = SHViTDetFPN(backbone.out_channels, 16, 5, add_extra_convs='on_input',
                       num_extra_trans_convs=1)
-    mask_rcnn = SHViTFPN(backbone.out_channels, 16, 5, num_extra_trans_convs=2)
+    mask_rcnn = SHViTDetFPN(backbone.out_channels, 16, 5, num_extra_trans_convs=2)
     for h, w in [(97, 130), (200, 333)]:
         with torch.no_grad():
             feats = backbone(torch.randn(1, 3, h, w))
@@ -83,13 +83,33 @@ def test_zero_extra_trans_convs_is_exactly_fpn():
     for kwargs in (dict(num_outs=3), dict(num_outs=5, add_extra_convs='on_input'),
                    dict(num_outs=4), dict(num_outs=2, start_level=1)):
         torch.manual_seed(1)
-        ours = SHViTFPN(IN_CH, OUT_CH, **kwargs)
+        ours = SHViTDetFPN(IN_CH, OUT_CH, **kwargs)
         ref = FPN(IN_CH, OUT_CH, **kwargs)
         assert list(ours.state_dict()) == list(ref.state_dict())
         ref.load_state_dict(ours.state_dict())
         x = _inputs(97, 130)
         for a, b in zip(ours(x), ref(x), strict=True):
             assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(num_outs=5), dict(num_outs=7, add_extra_convs='on_input'),
+    dict(num_outs=6, add_extra_convs='on_lateral', relu_before_extra_convs=True),
+    dict(num_outs=7, add_extra_convs='on_output'), dict(num_outs=6, add_extra_convs=True),
+    dict(num_outs=4, start_level=1), dict(num_outs=4, end_level=1),
+    dict(num_outs=5, upsample_cfg=dict(scale_factor=2, mode='nearest'))])
+def test_fpn_levels_are_fpns_with_transposed_levels(kwargs):
+    """With transposed levels the FPN part of the output is still exactly MMDetection's FPN."""
+    torch.manual_seed(2)
+    ours = SHViTDetFPN(IN_CH, OUT_CH, num_extra_trans_convs=2, **kwargs)
+    fpn_kwargs = dict(kwargs, num_outs=kwargs['num_outs'] - 2)
+    ref = FPN(IN_CH, OUT_CH, **fpn_kwargs)
+    ref.load_state_dict({k: v for k, v in ours.state_dict().items() if not k.startswith('extra_')})
+    x = _inputs(128, 192)
+    outs, expected = ours(x), ref(x)
+    assert len(outs) == kwargs['num_outs']
+    for a, b in zip(outs[2:], expected, strict=True):
+        assert torch.equal(a, b)
 
 
 def _reference_forward(neck, inputs):
@@ -112,7 +132,7 @@ def _reference_forward(neck, inputs):
 @pytest.mark.parametrize('num_trans,extra', [(1, 'on_input'), (2, False), (3, False)])
 def test_matches_reference_and_official_ordering(num_trans, extra):
     num_outs = num_trans + 3 + (1 if extra else 0)
-    neck = SHViTFPN(IN_CH, OUT_CH, num_outs, add_extra_convs=extra,
+    neck = SHViTDetFPN(IN_CH, OUT_CH, num_outs, add_extra_convs=extra,
                     num_extra_trans_convs=num_trans)
     for p in neck.parameters():  # non-trivial biases too
         torch.nn.init.normal_(p, std=0.1)
@@ -132,8 +152,9 @@ def test_matches_reference_and_official_ordering(num_trans, extra):
 
 
 def test_official_key_names():
-    retina = SHViTFPN([224, 336, 448], 256, 5, add_extra_convs='on_input', num_extra_trans_convs=1)
-    mask_rcnn = SHViTFPN([224, 336, 448], 256, 5, num_extra_trans_convs=2)
+    retina = SHViTDetFPN([224, 336, 448], 256, 5, add_extra_convs='on_input',
+                         num_extra_trans_convs=1)
+    mask_rcnn = SHViTDetFPN([224, 336, 448], 256, 5, num_extra_trans_convs=2)
 
     def keys(lat, fpn, trans):
         names = [f'lateral_convs.{i}' for i in range(lat)] + [f'fpn_convs.{i}' for i in range(fpn)]
@@ -152,7 +173,7 @@ def test_registry_init_and_backward():
     neck = MODELS.build(dict(type='SHViTFPN', in_channels=IN_CH, out_channels=OUT_CH, num_outs=5,
                              num_extra_trans_convs=2,
                              init_cfg=dict(type='Xavier', layer='Conv2d', distribution='uniform')))
-    assert isinstance(neck, SHViTFPN)
+    assert isinstance(neck, SHViTDetFPN)
     neck.init_weights()
     x = [t.requires_grad_() for t in _inputs(64, 96, batch=2)]
     sum(o.square().mean() for o in neck(x)).backward()
@@ -172,14 +193,14 @@ def test_registry_init_and_backward():
 ])
 def test_argument_errors(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
-        SHViTFPN(IN_CH, OUT_CH, **kwargs)
+        SHViTDetFPN(IN_CH, OUT_CH, **kwargs)
 
 
 def test_bad_channels_and_inputs():
     with pytest.raises(TypeError, match='in_channels must be a non-empty list'):
-        SHViTFPN(256, OUT_CH, 5)
+        SHViTDetFPN(256, OUT_CH, 5)
     with pytest.raises(ValueError, match='out_channels must be a positive int'):
-        SHViTFPN(IN_CH, 0, 5)
-    neck = SHViTFPN(IN_CH, OUT_CH, 5, num_extra_trans_convs=2)
+        SHViTDetFPN(IN_CH, 0, 5)
+    neck = SHViTDetFPN(IN_CH, OUT_CH, 5, num_extra_trans_convs=2)
     with pytest.raises(ValueError, match='expects 3 input levels'):
         neck(_inputs(64, 64)[:2])

@@ -1,4 +1,4 @@
-"""MMSegmentation's SHViTFPN: the detection neck's transposed-conv levels on MMSegmentation's FPN
+"""MMSegmentation's SHViTSegFPN: the detection neck's transposed-conv levels on MMSegmentation's FPN
 (one implementation), registered for mmseg configs; output sizes for odd inputs, fed to FPNHead and
 UPerHead; MMSegmentation's reading of ``end_level``; clear errors."""
 import math
@@ -22,32 +22,32 @@ def _inputs(h, w, channels=IN_CH, batch=1):
 
 
 def _seg_neck(**kwargs):
-    from shvit_mm.segmentation.necks import SHViTFPN
+    from shvit_mm.segmentation.necks import SHViTSegFPN
     args = dict(in_channels=IN_CH, out_channels=OUT_CH, num_outs=5, num_extra_trans_convs=2)
     args.update(kwargs)
-    return SHViTFPN(**args)
+    return SHViTSegFPN(**args)
 
 
 def test_registered_for_mmseg_configs_and_shared_with_detection():
     from mmseg.models.necks import FPN as SegFPN
     from mmseg.registry import MODELS as SEG_MODELS
-    from shvit_mm.segmentation.necks import SHViTFPN
-    assert SEG_MODELS.get('SHViTFPN') is SHViTFPN
-    assert issubclass(SHViTFPN, SegFPN) and issubclass(SHViTFPN, TransposedFPNMixin)
+    from shvit_mm.segmentation.necks import SHViTSegFPN
+    assert SEG_MODELS.get('SHViTFPN') is SHViTSegFPN
+    assert issubclass(SHViTSegFPN, SegFPN) and issubclass(SHViTSegFPN, TransposedFPNMixin)
     # the transposed levels are the mixin's code, not a copy
-    assert SHViTFPN.forward is TransposedFPNMixin.forward
-    assert SHViTFPN.__init__ is TransposedFPNMixin.__init__
+    assert SHViTSegFPN.forward is TransposedFPNMixin.forward
+    assert SHViTSegFPN.__init__ is TransposedFPNMixin.__init__
     neck = SEG_MODELS.build(dict(type='SHViTFPN', in_channels=IN_CH, out_channels=OUT_CH,
                                  num_outs=5, num_extra_trans_convs=2))
-    assert type(neck) is SHViTFPN
+    assert type(neck) is SHViTSegFPN
 
 
 def test_same_function_as_the_detection_neck():
-    """Same weights -> same outputs as MMDetection's SHViTFPN (only the FPN underneath differs)."""
+    """Same weights -> same outputs as the detection neck (only the FPN underneath differs)."""
     pytest.importorskip('mmdet')
-    from shvit_mm.detection.necks import SHViTFPN as DetSHViTFPN
+    from shvit_mm.detection.necks import SHViTDetFPN
     seg = _seg_neck().eval()
-    det = DetSHViTFPN(IN_CH, OUT_CH, 5, num_extra_trans_convs=2).eval()
+    det = SHViTDetFPN(IN_CH, OUT_CH, 5, num_extra_trans_convs=2).eval()
     assert sorted(seg.state_dict()) == sorted(det.state_dict())
     det.load_state_dict(seg.state_dict())
     feats = _inputs(97, 130)

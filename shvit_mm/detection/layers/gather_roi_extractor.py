@@ -4,15 +4,13 @@ RoIAlign (He et al., Mask R-CNN, ICCV 2017) averages, in each of the ``out_h x o
 RoI, ``sampling_ratio**2`` bilinearly interpolated samples. Each output value is therefore a
 weighted sum of at most ``4 * sampling_ratio**2`` feature-map pixels, with weights that depend on
 the RoI alone. The compiled CPU kernels (MMCV's and torchvision's) walk that sum channel by channel
-with scalar code, and their backward pass scatters one scalar at a time; on a one-thread CPU
-training step of the demo Mask R-CNN they took about 95 ms of 700.
+with scalar code, and their backward pass scatters one scalar at a time.
 
 :class:`GatherRoIExtractor` computes the same values with :func:`torch.nn.functional.embedding_bag`:
 the feature maps of all levels are laid out as one table of pixels x channels (a view for
 channels-last maps), every bin gathers its pixel rows with their bilinear weights, and autograd's
 backward adds the weighted gradients back row by row. Both directions then run vectorised over the
-channels, one call for all levels instead of one per level; about twice as fast forward + backward
-on the CPU. The values match torchvision's ``roi_align`` to float rounding (``aligned`` True or
+channels, one call for all levels instead of one per level. The values match torchvision's ``roi_align`` to float rounding (``aligned`` True or
 False, RoIs partly or wholly outside the map included; tests compare them).
 
 It is a drop-in for MMDetection's ``SingleRoIExtractor`` (same arguments, same level mapping, no

@@ -1,221 +1,143 @@
-"""FPN with extra transposed-convolution levels for stride-16/32/64 backbones such as SHViT.
+"""FPN with finer levels made by transposed convolutions, for stride-16/32/64 backbones (SHViT).
 
-SHViT's stages run at strides 16, 32 and 64, but RetinaNet wants a stride-8 level, Mask R-CNN and
-Semantic FPN a stride-4 level too. The official SHViT detection code (MMDetection 2.25) adds them with
-a chain of 2x2 stride-2 transposed convolutions grown from the finest FPN lateral.
-:class:`TransposedFPNMixin` is that mechanism, written once; each codebase's ``SHViTFPN`` combines it
-with the codebase's own ``FPN`` (``shvit_mm.detection.necks``, ``shvit_mm.segmentation.necks``), whose
-code runs unchanged underneath.
+SHViT's stages run at strides 16, 32 and 64; RetinaNet wants a stride-8 level, Mask R-CNN and the
+segmentation heads a stride-4 level too. The official SHViT detection release grows them with a
+chain of 2x2 stride-2 transposed convolutions from the finest FPN lateral after the top-down pass.
+:class:`TransposedFPNMixin` adds that chain to a codebase's ``FPN`` class by subclassing:
+``shvit_mm.detection.necks.SHViTDetFPN`` (MMDetection) and
+``shvit_mm.segmentation.necks.SHViTSegFPN`` (MMSegmentation).
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple, Union
+from typing import List, Tuple, Union
 
 import torch.nn as nn
+import torch.nn.functional as F
 from mmcv.cnn import ConvModule
 from torch import Tensor
 
 
 class TransposedFPNMixin:
-    """FPN plus ``num_extra_trans_convs`` finer levels made by transposed convolutions.
+    """``FPN`` plus ``num_extra_trans_convs`` finer levels; put it before the codebase's ``FPN``.
 
-    Put it before an OpenMMLab ``FPN`` class (MMDetection's or MMSegmentation's; both share the
-    constructor arguments and ``forward`` structure used here): ``class SHViTFPN(TransposedFPNMixin,
-    FPN)``. The usual FPN (lateral 1x1 convs, nearest-neighbour top-down pass, 3x3 output convs and,
-    when ``add_extra_convs`` asks for them, stride-2 extra convs) runs unchanged over the inputs; it is
-    the codebase's own ``FPN`` code. Then a chain of
-    ``num_extra_trans_convs`` ``ConvTranspose2d(out, out, kernel_size=2, stride=2)`` grows from the
-    finest lateral *after* the top-down pass (stride 16 -> 8 -> 4 for SHViT), and each upsampled map
-    gets its own 3x3 conv. No normalisation or activation unless ``norm_cfg``/``act_cfg`` ask.
+    Contract: the base class is an OpenMMLab ``FPN`` (MMDetection's or MMSegmentation's: same
+    constructor, attributes and forward). With ``num_extra_trans_convs=0`` this is that ``FPN``,
+    running its own forward. Otherwise the laterals and top-down pass are ``FPN``'s, then
+    ``extra_trans_convs.{i}`` (``ConvTranspose2d(out, out, 2, stride=2)``, in chain order: ``.0``
+    takes the finest lateral, stride 16 -> 8, ``.1`` takes its output, 8 -> 4) make the finer maps
+    and ``extra_fpn_convs.{j}`` (3x3) refine them, listed finest first: with two levels ``.0``
+    refines the stride-4 map. These are the official release's module names and order, so its
+    weights load one to one. Outputs, finest first: the transposed levels, the FPN levels, then
+    the extra coarse levels ``FPN`` adds (stride-2 convs or max pooling).
 
-    Outputs, finest first: the extra transposed levels, then the FPN levels, then the extra stride-2
-    levels (``add_extra_convs``) or max-pooled levels, as :class:`FPN` makes them.
-
-    Module names follow the official checkpoints (``ConvModule`` so keys end in ``.conv.weight`` /
-    ``.conv.bias``):
-
-    - ``lateral_convs.{i}``, ``fpn_convs.{i}``: exactly as in :class:`FPN` (``fpn_convs`` also holds
-      the stride-2 extra convs after the per-level ones).
-    - ``extra_trans_convs.{i}``: in chain order, ``extra_trans_convs.0`` takes the finest lateral
-      (stride 16 -> 8), ``extra_trans_convs.1`` takes the output of ``.0`` (stride 8 -> 4), ...
-    - ``extra_fpn_convs.{j}``: in *output* order, finest first. With two transposed levels,
-      ``extra_fpn_convs.0`` refines the stride-4 map (made by ``extra_trans_convs.1``) and
-      ``extra_fpn_convs.1`` the stride-8 map (made by ``extra_trans_convs.0``); in general
-      ``extra_fpn_convs.{j}`` refines the output of ``extra_trans_convs.{n-1-j}``, with
-      ``n = num_extra_trans_convs``. This is the official release's ordering, so its weights map
-      one to one.
-
-    Sizes: each transposed level is exactly twice the size of the next coarser one, as in the official
-    model, i.e. ``2**k * ceil(H / 16)`` for SHViT. When the image side fed to the backbone is a
-    multiple of 16 (MMDetection pads every batch to ``pad_size_divisor=32`` in the SHViT configs)
-    this is ``ceil(H / stride)``, the size a plain stride-8/4 backbone would give. For other sides
-    it is ``H16 / stride`` with ``H16`` the side rounded up to a multiple of 16, i.e. the map of the
-    image zero-padded to a multiple of 16: fewer than ``16 / stride`` extra bottom rows / right
-    columns (at most 1 at stride 8, 3 at stride 4), all beyond the image, and the grid stays aligned
-    at the top-left corner (cell ``i`` covers ``[i * stride, (i + 1) * stride)`` like every other
-    level). Levels are never smaller than ``ceil(H / stride)``. Nothing is cropped: cropping would
-    need the image size, which a neck does not receive, and such border cells are what every level
-    already has wherever a batch is padded (to a multiple of 32, or to its largest image).
-    MMDetection's heads read the level sizes from the feature maps themselves, the anchor generator
-    marks anchors beyond ``ceil(pad_shape / stride)`` invalid for training, and boxes are clipped
-    to the image.
-
-    Class attribute:
-        end_level_inclusive (bool): How the underlying ``FPN`` reads ``end_level`` other than -1:
-            MMDetection's as the last input level used (True, the default here), MMSegmentation's
-            as one past it (``shvit_mm.segmentation.necks.SHViTFPN`` sets False). Only the
-            argument checks depend on it; the ``FPN`` itself interprets ``end_level``.
-
-    Attributes:
-        num_outs (int): As in :class:`FPN`: the outputs of the FPN part (``num_outs`` argument minus
-            ``num_extra_trans_convs``), which :meth:`FPN.forward` relies on.
-        num_fpn_outs (int): The same number, by a name that says so.
-        num_total_outs (int): All outputs, the ``num_outs`` argument.
+    Each transposed level is twice the size of the next coarser one, i.e. the map of the image
+    zero-padded to a multiple of 16; the configs pad batches to a multiple of 32, where this is
+    exactly ``ceil(H / stride)``.
 
     Args:
-        in_channels (list[int]): Channels of each input level (e.g. SHViT-S4: ``[224, 336, 448]``).
-        out_channels (int): Channels of every output level.
-        num_outs (int): Number of outputs in total, counting the extra transposed levels, the FPN
-            levels and the extra coarse levels. RetinaNet: ``num_extra_trans_convs=1,
-            add_extra_convs='on_input', num_outs=5`` gives strides 8..128; Mask R-CNN:
-            ``num_extra_trans_convs=2, num_outs=5`` gives strides 4..64.
-        num_extra_trans_convs (int): Number of finer levels made by transposed convolutions.
-            0 makes this neck exactly :class:`FPN`. Default: 0.
-        start_level, end_level, add_extra_convs, relu_before_extra_convs, no_norm_on_lateral,
-        conv_cfg, norm_cfg, act_cfg, upsample_cfg, init_cfg: as in :class:`FPN`. The transposed
-            convolutions follow ``no_norm_on_lateral`` for their norm (as the official neck does) and
-            are initialised by ``ConvModule`` (Kaiming), the 3x3 convs by ``init_cfg`` (Xavier).
+        num_outs (int): all outputs, the transposed levels included (``num_total_outs``; the
+            ``FPN`` part makes ``num_fpn_outs = num_outs - num_extra_trans_convs``).
+        num_extra_trans_convs (int): finer levels to add. Default: 0.
+        Everything else as for ``FPN``; the transposed convolutions follow ``no_norm_on_lateral``
+        for their norm, as the official neck does.
     """
 
-    end_level_inclusive: bool = True  # MMDetection's reading of ``end_level``; see above
+    #: Subclasses state how their ``FPN`` reads ``end_level``: as the last input level used
+    #: (MMDetection) or as one past it (MMSegmentation).
+    end_level_inclusive: bool = True
 
-    def __init__(self,
-                 in_channels: List[int],
-                 out_channels: int,
-                 num_outs: int,
-                 start_level: int = 0,
-                 end_level: int = -1,
-                 add_extra_convs: Union[bool, str] = False,
-                 relu_before_extra_convs: bool = False,
-                 no_norm_on_lateral: bool = False,
-                 conv_cfg: Optional[dict] = None,
-                 norm_cfg: Optional[dict] = None,
-                 act_cfg: Optional[dict] = None,
-                 upsample_cfg: dict = dict(mode='nearest'),
-                 num_extra_trans_convs: int = 0,
-                 init_cfg: Union[dict, List[dict]] = dict(
-                     type='Xavier', layer='Conv2d', distribution='uniform'),
+    def __init__(self, in_channels: List[int], out_channels: int, num_outs: int,
+                 start_level: int = 0, end_level: int = -1,
+                 add_extra_convs: Union[bool, str] = False, num_extra_trans_convs: int = 0,
+                 no_norm_on_lateral: bool = False, norm_cfg=None, act_cfg=None,
                  **kwargs) -> None:
         fpn_outs = self._check_args(in_channels, out_channels, num_outs, start_level, end_level,
                                     add_extra_convs, num_extra_trans_convs)
-        # FPN's own ``num_outs`` (what its forward produces) excludes the transposed levels.
-        super().__init__(
-            in_channels=list(in_channels), out_channels=out_channels, num_outs=fpn_outs,
-            start_level=start_level, end_level=end_level, add_extra_convs=add_extra_convs,
-            relu_before_extra_convs=relu_before_extra_convs,
-            no_norm_on_lateral=no_norm_on_lateral, conv_cfg=conv_cfg, norm_cfg=norm_cfg,
-            act_cfg=act_cfg, upsample_cfg=upsample_cfg, init_cfg=init_cfg, **kwargs)
+        super().__init__(in_channels=list(in_channels), out_channels=out_channels,
+                         num_outs=fpn_outs, start_level=start_level, end_level=end_level,
+                         add_extra_convs=add_extra_convs, no_norm_on_lateral=no_norm_on_lateral,
+                         norm_cfg=norm_cfg, act_cfg=act_cfg, **kwargs)
         self.num_extra_trans_convs = num_extra_trans_convs
-        self.num_fpn_outs = fpn_outs
-        self.num_total_outs = num_outs
-
-        self.extra_trans_convs = nn.ModuleList()
-        self.extra_fpn_convs = nn.ModuleList()
-        for _ in range(num_extra_trans_convs):
-            self.extra_trans_convs.append(ConvModule(
-                out_channels, out_channels, 2, stride=2, padding=0,
-                conv_cfg=dict(type='deconv'),
-                norm_cfg=None if no_norm_on_lateral else norm_cfg,
-                act_cfg=act_cfg, inplace=False))
-            self.extra_fpn_convs.append(ConvModule(
-                out_channels, out_channels, 3, padding=1, conv_cfg=conv_cfg,
-                norm_cfg=norm_cfg, act_cfg=act_cfg, inplace=False))
+        self.num_fpn_outs, self.num_total_outs = fpn_outs, num_outs
+        self.extra_trans_convs = nn.ModuleList(
+            ConvModule(out_channels, out_channels, 2, stride=2, conv_cfg=dict(type='deconv'),
+                       norm_cfg=None if no_norm_on_lateral else norm_cfg, act_cfg=act_cfg,
+                       inplace=False) for _ in range(num_extra_trans_convs))
+        self.extra_fpn_convs = nn.ModuleList(
+            ConvModule(out_channels, out_channels, 3, padding=1, conv_cfg=kwargs.get('conv_cfg'),
+                       norm_cfg=norm_cfg, act_cfg=act_cfg, inplace=False)
+            for _ in range(num_extra_trans_convs))
 
     @classmethod
     def _check_args(cls, in_channels, out_channels, num_outs, start_level, end_level,
                     add_extra_convs, num_extra_trans_convs) -> int:
-        """Validate the arguments with readable errors; return the FPN part's ``num_outs``."""
+        """Readable errors for bad arguments; returns the ``FPN`` part's ``num_outs``."""
+        name = cls.__name__
         if not isinstance(in_channels, (list, tuple)) or not in_channels or not all(
                 isinstance(c, int) and c > 0 for c in in_channels):
-            raise TypeError(f'SHViTFPN: in_channels must be a non-empty list of positive ints '
-                            f'(one per backbone level, e.g. [224, 336, 448] for SHViT-S4), '
-                            f'got {in_channels!r}')
+            raise TypeError(f'{name}: in_channels must be a non-empty list of positive ints (one '
+                            f'per backbone level, e.g. [224, 336, 448] for SHViT-S4), got '
+                            f'{in_channels!r}')
         if not isinstance(out_channels, int) or out_channels <= 0:
-            raise ValueError(f'SHViTFPN: out_channels must be a positive int, got {out_channels!r}')
-        if (not isinstance(num_extra_trans_convs, int) or isinstance(num_extra_trans_convs, bool)
-                or num_extra_trans_convs < 0):
-            raise ValueError('SHViTFPN: num_extra_trans_convs must be an int >= 0, got '
+            raise ValueError(f'{name}: out_channels must be a positive int, got {out_channels!r}')
+        if type(num_extra_trans_convs) is not int or num_extra_trans_convs < 0:
+            raise ValueError(f'{name}: num_extra_trans_convs must be an int >= 0, got '
                              f'{num_extra_trans_convs!r}')
+        if type(num_outs) is not int:
+            raise TypeError(f'{name}: num_outs must be an int, got {num_outs!r}')
+        if add_extra_convs not in (True, False, 'on_input', 'on_lateral', 'on_output'):
+            raise ValueError(f"{name}: add_extra_convs must be a bool or one of 'on_input', "
+                             f"'on_lateral', 'on_output', got {add_extra_convs!r}")
         num_ins = len(in_channels)
         if not 0 <= start_level < num_ins:
-            raise ValueError(f'SHViTFPN: start_level={start_level} must index one of the '
-                             f'{num_ins} input levels')
-        # ``extra_ok``: whether FPN may add extra coarse levels beyond the used inputs
-        if cls.end_level_inclusive:  # MMDetection: end_level is the last input level used
-            extra_ok = end_level in (-1, num_ins - 1)
-            if extra_ok:
-                num_levels = num_ins - start_level
-            elif start_level <= end_level < num_ins:
-                num_levels = end_level - start_level + 1
-            else:
-                raise ValueError(f'SHViTFPN: end_level={end_level} must be -1 or an input level '
-                                 f'index in [{start_level}, {num_ins - 1}] (the last level used)')
-        else:  # MMSegmentation: end_level is one past the last input level used
-            extra_ok = end_level == -1
-            if extra_ok:
-                num_levels = num_ins - start_level
-            elif start_level < end_level <= num_ins:
-                num_levels = end_level - start_level
-            else:
-                raise ValueError(f'SHViTFPN: end_level={end_level} must be -1 or in '
-                                 f'[{start_level + 1}, {num_ins}] (one past the last input level '
-                                 f'used, as in MMSegmentation\'s FPN)')
-        if isinstance(add_extra_convs, str):
-            if add_extra_convs not in ('on_input', 'on_lateral', 'on_output'):
-                raise ValueError("SHViTFPN: add_extra_convs must be a bool or one of 'on_input', "
-                                 f"'on_lateral', 'on_output', got {add_extra_convs!r}")
-        elif not isinstance(add_extra_convs, bool):
-            raise TypeError(f'SHViTFPN: add_extra_convs must be a bool or str, '
-                            f'got {add_extra_convs!r}')
-        if not isinstance(num_outs, int) or isinstance(num_outs, bool):
-            raise TypeError(f'SHViTFPN: num_outs must be an int, got {num_outs!r}')
+            raise ValueError(f'{name}: start_level={start_level} must index one of the {num_ins} '
+                             'input levels')
+        last = num_ins - 1 if cls.end_level_inclusive else num_ins  # end_level meaning "all"
+        lowest = start_level if cls.end_level_inclusive else start_level + 1
+        if end_level != -1 and not lowest <= end_level <= last:
+            raise ValueError(f'{name}: end_level={end_level} must be -1 or ' + (
+                f'an input level index in [{lowest}, {last}] (the last level used)'
+                if cls.end_level_inclusive else f'in [{lowest}, {last}] (one past the last input '
+                "level used, as in MMSegmentation's FPN)"))
+        stop = num_ins if end_level in (-1, last) else end_level + cls.end_level_inclusive
+        num_levels = stop - start_level
         fpn_outs = num_outs - num_extra_trans_convs
         if fpn_outs < num_levels:
             raise ValueError(
-                f'SHViTFPN: num_outs={num_outs} is too small: it counts all outputs, i.e. '
-                f'{num_extra_trans_convs} transposed-conv level(s) + {num_levels} FPN level(s) '
-                f'+ any extra coarse levels, so it must be >= '
-                f'{num_extra_trans_convs + num_levels}')
-        if not extra_ok and fpn_outs != num_levels:
+                f'{name}: num_outs={num_outs} is too small: it counts all outputs, i.e. '
+                f'{num_extra_trans_convs} transposed-conv level(s) + {num_levels} FPN level(s) + '
+                f'any extra coarse levels, so it must be >= {num_extra_trans_convs + num_levels}')
+        if stop < num_ins and fpn_outs != num_levels:
             raise ValueError(
-                f'SHViTFPN: with end_level={end_level} no extra coarse level is possible, so '
+                f'{name}: with end_level={end_level} no extra coarse level is possible, so '
                 f'num_outs must be exactly {num_extra_trans_convs + num_levels}, got {num_outs}')
         return fpn_outs
 
     def forward(self, inputs: Tuple[Tensor]) -> tuple:
-        """Return the pyramid, finest level first (see the class docstring for the order)."""
+        """The pyramid, finest level first (see the class docstring for the order)."""
         if len(inputs) != len(self.in_channels):
-            raise ValueError(f'SHViTFPN expects {len(self.in_channels)} input levels '
+            raise ValueError(f'{type(self).__name__} expects {len(self.in_channels)} input levels '
                              f'(in_channels={self.in_channels}), got {len(inputs)}')
-        if self.num_extra_trans_convs == 0:
+        if not self.num_extra_trans_convs:
             return super().forward(inputs)
-
-        # FPN.forward feeds the finest lateral, after the top-down pass, to ``fpn_convs[0]``:
-        # capture it there instead of duplicating FPN's code.
-        captured: List[Tensor] = []
-        handle = self.fpn_convs[0].register_forward_pre_hook(
-            lambda module, args: captured.append(args[0]))
-        try:
-            fpn_outs = super().forward(inputs)
-        finally:
-            handle.remove()
-        finest_lateral = captured[0]
-
-        upsampled = []  # chain order: stride 8, then 4, ...
-        x = finest_lateral
+        # FPN's lateral convs and top-down pass
+        laterals = [conv(inputs[i + self.start_level]) for i, conv in enumerate(self.lateral_convs)]
+        for i in range(len(laterals) - 1, 0, -1):
+            size = {} if 'scale_factor' in self.upsample_cfg else dict(size=laterals[i - 1].shape[2:])
+            laterals[i - 1] = laterals[i - 1] + F.interpolate(laterals[i], **size, **self.upsample_cfg)
+        outs = [self.fpn_convs[i](lateral) for i, lateral in enumerate(laterals)]
+        # FPN's extra coarse levels
+        while len(outs) < self.num_outs and not self.add_extra_convs:
+            outs.append(F.max_pool2d(outs[-1], 1, stride=2))
+        if len(outs) < self.num_outs:
+            source = dict(on_input=inputs[self.backbone_end_level - 1], on_lateral=laterals[-1],
+                          on_output=outs[-1])[self.add_extra_convs]
+            outs.append(self.fpn_convs[len(laterals)](source))
+            for conv in self.fpn_convs[len(laterals) + 1:self.num_outs]:
+                outs.append(conv(F.relu(outs[-1]) if self.relu_before_extra_convs else outs[-1]))
+        # the finer levels, grown from the finest lateral
+        finer, x = [], laterals[0]
         for trans_conv in self.extra_trans_convs:
             x = trans_conv(x)
-            upsampled.append(x)
-        upsampled.reverse()  # finest first, the order of the outputs and of extra_fpn_convs
-        extra_outs = [conv(feat) for conv, feat in zip(self.extra_fpn_convs, upsampled)]
-        return tuple(extra_outs) + tuple(fpn_outs)
+            finer.insert(0, x)
+        return tuple(conv(x) for conv, x in zip(self.extra_fpn_convs, finer)) + tuple(outs)

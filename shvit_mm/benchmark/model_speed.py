@@ -1,52 +1,31 @@
 """Whole-model inference speed of OpenMMLab configs (detectors and segmentors), interleaved.
 
-Every model is built by :func:`shvit_mm.apis.config.build_model` (random weights, no download) and
-run on the same random image of the requested size, padded as its data preprocessor pads it at
-test time. Each config can run in several *variants*, built side by side and timed in the same
-interleaved loop:
-
-* ``eager``: the model as the config builds it;
-* ``fast``: :func:`shvit_mm.engine.fast_inference.enable_fast_inference` (BatchNorm folding,
-  channels-last), fp32;
-* ``fast-amp``: the same in mixed precision (bf16 on CPUs with AVX-512 BF16 or AMX, fp16 on CUDA).
-
-One timed call per model and repetition, ``model.predict(x, data_samples)``, the whole inference;
-during it the time spent inside each part's ``forward`` is recorded (:data:`PARTS`: backbone, neck,
-dense heads -- RPN, RetinaNet head, decode head, DETR encoder / decoder and head --, RoI feature
-extraction and RoI heads) and the rest is *post-processing* (anchor / box decoding, NMS, mask
-pasting, a segmentor's resize and argmax). Random weights would leave a detector with a random
-number of detections, so ``detections=N`` (default 100) fixes it: score threshold 0 and at most N
-per image, the load of a busy picture (the mask head then runs on N RoIs).
-
-Reported per model: medians of wall-clock time per part and in total, process CPU time in total,
-the speed-up against its own eager variant and against a reference model, and FLOPs / parameters
-of the backbone, neck and heads (:func:`shvit_mm.benchmark.complexity.config_complexity`).
+Each config's model (random weights, no download) runs ``model.predict`` on the same random image,
+in one or more :data:`VARIANTS`: ``eager`` (as the config builds it), ``fast``
+(:func:`shvit_mm.inference.enable_fast_inference`: BatchNorm folding, channels-last, fp32) and
+``fast-amp`` (the same in mixed precision: bf16 on CPUs with AVX-512 BF16 or AMX, fp16 on CUDA).
+During each call the time inside each part's ``forward`` is recorded (:data:`PART_MODULES`); the
+rest is post-processing (box decoding, NMS, mask pasting, a segmentor's resize and argmax). Random
+weights leave a detector with a random number of detections, so ``detections=N`` fixes it: score
+threshold 0 and at most N per image, the load of a busy picture.
 """
 from __future__ import annotations
 
-import functools
-import json
-import os
 import statistics
-import time
-from typing import Any, Callable, Dict, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Sequence
 
 import torch
-import torch.nn as nn
 
 from shvit_mm.apis.config import build_model, codebase_of, read_config
-from shvit_mm.engine.amp import submodules, wrap_forward
-from shvit_mm.engine.fast_inference import enable_fast_inference
+from shvit_mm.inference import enable_fast_inference, submodules
 
-from .complexity import _dummy_input, config_complexity, parse_shape
-from .detr_speed import _sync
-from .latency import environment_info
+from .complexity import config_complexity, parse_shape
+from .harness import Benchmark, PartTimer, markdown_table, synthetic_batch
 
-__all__ = ['PARTS', 'VARIANTS', 'run_model_speed', 'format_model_speed', 'write_json',
-           'fix_detection_count']
 
 #: timed parts: name -> the dotted sub-modules whose forward time it sums (ModuleLists expanded)
-PARTS = {
+PART_MODULES = {
     'backbone': ('backbone', ),
     'neck': ('neck', ),
     'dense_heads': ('rpn_head', 'bbox_head', 'decode_head', 'encoder', 'decoder'),
@@ -56,200 +35,120 @@ PARTS = {
 VARIANTS = ('eager', 'fast', 'fast-amp')
 
 
-def _label(config: str) -> str:
-    name = config.replace('\\', '/')
-    parts = name.split('/')
-    return '/'.join(parts[-2:]).replace('.py', '')
-
-
-def fix_detection_count(cfg, detections: int) -> None:
+def fix_detection_count(cfg: Any, detections: int) -> None:
     """Score threshold 0 and at most ``detections`` boxes per image in a detector's test config
     (two-stage ``test_cfg.rcnn``, single-stage ``test_cfg``); DETR-style configs keep theirs."""
-    test_cfg = cfg.model.get('test_cfg')
-    if not test_cfg:
-        return
+    test_cfg = cfg.model.get('test_cfg') or {}
     target = test_cfg.get('rcnn') if test_cfg.get('rcnn') is not None else test_cfg
     if 'score_thr' in target:
-        target['score_thr'] = 0.0
-        target['max_per_img'] = int(detections)
+        target.update(score_thr=0.0, max_per_img=int(detections))
 
 
-class _PartClock:
-    """Adds the wall time spent in each part's ``forward`` while ``active``.
+@dataclass
+class ModelSpeed(Benchmark):
+    """Time ``configs``, each in every one of ``variants``, side by side at ``shape``.
+    ``reference`` names a config (or label) whose eager variant the speed-ups divide by (default:
+    the last config)."""
+    configs: Sequence[str] = ()
+    shape: Sequence[int] = (512, 512)
+    reference: Optional[str] = None
+    count_flops: bool = True
+    variants: Sequence[str] = ('eager', )
+    detections: Optional[int] = 100
 
-    Wraps the instance's ``forward`` (so direct ``self.forward()`` calls, as in MMSegmentation's
-    decode heads, are counted too); a part nested inside another counted part is not counted
-    twice (the outermost call wins)."""
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown:
+            raise ValueError(f'unknown variants {unknown}; choose from {VARIANTS}')
+        self.shape = parse_shape(list(self.shape))
 
-    def __init__(self, model: nn.Module, device: str) -> None:
-        self.device = device
-        self.active = False
-        self.depth = 0
-        self.elapsed = {name: 0.0 for name in PARTS}
-        self.present = []
-        for name, paths in PARTS.items():
-            mods = [m for p in paths for m in submodules(model, p)]
-            if mods:
-                self.present.append(name)
-            for m in mods:
-                wrap_forward(m, functools.partial(self._timed, name))
+    def measure(self) -> Dict[str, Any]:
+        (h, w), calls, info = self.shape, {}, {}
+        for config in self.configs:
+            base = '/'.join(config.replace('\\', '/').split('/')[-2:]).replace('.py', '')
+            cfg = read_config(config)
+            scope = codebase_of(cfg)
+            if scope == 'mmdet' and self.detections:
+                fix_detection_count(cfg, self.detections)
+            x, samples, padded = synthetic_batch(cfg, (h, w), device=self.device)
+            flops = {}
+            if self.count_flops:
+                self.say(f'counting FLOPs of {base}')
+                c = config_complexity(cfg, (h, w))
+                flops = dict(flops=c['flops'], params=c['params'], by_module=c['by_module'])
+            for variant in self.variants:
+                label = base if variant == 'eager' else f'{base} [{variant}]'
+                self.say(f'building {label} ({scope})')
+                torch.manual_seed(0)
+                model = build_model(cfg, device=self.device)
+                fast = (enable_fast_inference(model, amp=variant == 'fast-amp')
+                        if variant != 'eager' else None)
+                timer = PartTimer({k: [m for p in v for m in submodules(model, p)]
+                                   for k, v in PART_MODULES.items()}, self.device)
+                calls[label] = lambda t=timer, m=model, x=x, s=samples: t(lambda: m.predict(x, s))
+                info[label] = dict(config=config, base=base, variant=variant, codebase=scope,
+                                   model=type(model).__name__, padded=padded, fast=fast, **flops,
+                                   parts_present=[k for k, v in PART_MODULES.items()
+                                                  if any(submodules(model, p) for p in v)])
+        with torch.no_grad():
+            times = self.interleave(calls, keep=True)
+        rows = []
+        for label, t in times.items():
+            per_call = [dict(parts, total=wall, cpu=cpu, post=max(0.0, wall - sum(parts.values())))
+                        for parts, wall, cpu in zip(t['returns'], t['wall'], t['cpu'])]
+            rows.append(dict(label=label, **info[label], times=per_call, median={
+                k: statistics.median(c[k] for c in per_call) for k in per_call[0]}))
+        ref_key = self.reference or (self.configs[-1] if self.configs else None)
+        ref = next((r for r in rows if r['variant'] == 'eager'
+                    and ref_key in (r['config'], r['base'], r['label'])), None)
+        for r in rows:
+            own = next((o for o in rows if o['base'] == r['base'] and o['variant'] == 'eager'), None)
+            total = r['median']['total']
+            r['speedup_vs_eager'] = own['median']['total'] / total if own else None
+            r['speedup_vs_reference'] = ref['median']['total'] / total if ref else None
+        return dict(reference=ref['label'] if ref else None, rows=rows)
 
-    def _timed(self, name, original, *args, **kwargs):
-        if not self.active or self.depth:
-            return original(*args, **kwargs)
-        _sync(self.device)
-        self.depth += 1
-        start = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            _sync(self.device)
-            self.elapsed[name] += time.perf_counter() - start
-            self.depth -= 1
+    @staticmethod
+    def markdown(result: Dict[str, Any]) -> str:
+        """One timing table (medians, ms) and one complexity table."""
+        cfg, env = result['config'], result['env']
+        (h, w), det = cfg['shape'], cfg['detections']
+        lines = [f'{h}x{w}, {cfg["device"]}, {env.get("threads")} thread(s), '
+                 f'{cfg["reps"]} interleaved repetitions after {cfg["warmup"]} warm-up'
+                 + (f', detectors fixed at {det} detections' if det else '') + '.', '']
 
-    def run(self, fn: Callable[[], object]) -> Dict[str, float]:
-        self.elapsed = {name: 0.0 for name in PARTS}
-        _sync(self.device)
-        wall, cpu = time.perf_counter(), time.process_time()
-        self.active = True
-        try:
-            fn()
-        finally:
-            self.active = False
-        _sync(self.device)
-        out = dict(self.elapsed)
-        out['total'] = time.perf_counter() - wall
-        out['post'] = max(0.0, out['total'] - sum(self.elapsed.values()))
-        out['cpu'] = time.process_time() - cpu
-        return out
+        def ms(r, k):
+            return f'{r["median"][k] * 1e3:.0f}' if k in r['parts_present'] or k == 'post' else '-'
 
+        def x(v):
+            return '-' if v is None else f'{v:.2f}x'
 
-def run_model_speed(configs: Sequence[str], shape: Sequence[int] = (512, 512), reps: int = 5,
-                    warmup: int = 1, threads: Optional[int] = 1, device: str = 'cpu',
-                    reference: Optional[str] = None, count_flops: bool = True,
-                    variants: Sequence[str] = ('eager', ), detections: Optional[int] = 100,
-                    progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
-    """Time ``configs`` (each in every one of ``variants``) side by side; returns a JSON-able dict
-    (see :func:`format_model_speed`). ``reference`` names a config (or label) whose eager variant
-    the speed-ups divide by (default: the last config)."""
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise ValueError(f'unknown variants {unknown}; choose from {VARIANTS}')
-    if threads:
-        torch.set_num_threads(int(threads))
-    h, w = parse_shape(list(shape))
-    say = progress or (lambda msg: None)
-    clocks, calls, info = {}, {}, {}
-    for config in configs:
-        base = _label(config)
-        cfg = read_config(config)
-        scope = codebase_of(cfg)
-        if scope == 'mmdet' and detections:
-            fix_detection_count(cfg, detections)
-        x, samples, padded = _dummy_input(cfg, scope, h, w)
-        x = x.to(device)
-        flops = {}
-        if count_flops:
-            say(f'counting FLOPs of {base}')
-            c = config_complexity(cfg, (h, w))
-            flops = dict(flops=c['flops'], params=c['params'], by_module=c['by_module'])
-        for variant in variants:
-            label = base if variant == 'eager' else f'{base} [{variant}]'
-            say(f'building {label} ({scope})')
-            torch.manual_seed(0)
-            model = build_model(cfg, device=device).eval()
-            report = None
-            if variant != 'eager':
-                report = enable_fast_inference(model, amp=variant == 'fast-amp')
-            clocks[label] = _PartClock(model, device)
-            calls[label] = lambda m=model, x=x, s=samples: m.predict(x, s)
-            info[label] = dict(config=config, base=base, variant=variant, codebase=scope,
-                               model=type(model).__name__, padded=padded, fast=report, **flops)
-    labels = list(clocks)
-    times = {label: [] for label in labels}
-    with torch.no_grad():
-        for rep in range(warmup + reps):
-            order = labels if rep % 2 == 0 else labels[::-1]
-            for label in order:
-                t = clocks[label].run(calls[label])
-                if rep >= warmup:
-                    times[label].append(t)
-            say(f'repetition {rep + 1}/{warmup + reps}' + (' (warm-up)' if rep < warmup else ''))
-    rows = []
-    for label in labels:
-        keys = list(times[label][0]) if times[label] else []
-        med = {k: statistics.median(t[k] for t in times[label]) for k in keys}
-        rows.append(dict(label=label, **info[label], parts_present=clocks[label].present,
-                         times=times[label], median=med))
-    ref_key = reference or (configs[-1] if configs else None)
-    ref = next((r for r in rows if r['variant'] == 'eager'
-                and ref_key in (r['config'], r['base'], r['label'])), None)
-    for r in rows:
-        own = next((o for o in rows if o['base'] == r['base'] and o['variant'] == 'eager'), None)
-        total = r['median'].get('total')
-        r['speedup_vs_eager'] = own['median']['total'] / total if own and total else None
-        r['speedup_vs_reference'] = ref['median']['total'] / total if ref and total else None
-    return dict(shape=(h, w), reps=reps, warmup=warmup, device=device, variants=list(variants),
-                detections=detections, reference=ref['label'] if ref else None, rows=rows,
-                env=environment_info(device, threads))
+        lines += markdown_table(
+            ['model', 'backbone', 'neck', 'dense heads', 'RoI extract', 'RoI heads', 'post',
+             'total ms', 'CPU ms', 'vs own eager', f'vs {result["reference"]}'],
+            [[r['label']] + [ms(r, k) for k in list(PART_MODULES) + ['post']]
+             + [f'{r["median"]["total"] * 1e3:.0f}', f'{r["median"]["cpu"] * 1e3:.0f}',
+                x(r['speedup_vs_eager']), x(r['speedup_vs_reference'])] for r in result['rows']])
+        firsts = {}  # one complexity row per config, whatever its variants
+        for r in (r for r in result['rows'] if 'flops' in r):
+            firsts.setdefault(r['base'], r)
+        if firsts:
+            rows = []
+            for r in firsts.values():
+                mods = r['by_module']
+                heads = [v for k, v in mods.items() if k not in ('backbone', 'neck')]
+                parts = [mods.get('backbone', {}), mods.get('neck', {}),
+                         dict(params=sum(v['params'] for v in heads),
+                              flops=sum(v['flops'] for v in heads))]
+                rows.append([r['base'], f'{r["params"] / 1e6:.2f}']
+                            + [_num(p.get('params'), 1e6, '.2f') for p in parts]
+                            + [f'{r["flops"] / 1e9:.1f}']
+                            + [_num(p.get('flops'), 1e9, '.1f') for p in parts])
+            lines += [''] + markdown_table(['model', 'params total (M)', 'backbone', 'neck', 'heads',
+                                            'GMACs total', 'backbone', 'neck', 'heads'], rows)
+        return '\n'.join(lines)
 
 
-def _g(n: Optional[float]) -> str:
-    return '' if n is None else f'{n / 1e9:.1f}'
-
-
-def _m(n: Optional[float]) -> str:
-    return '' if n is None else f'{n / 1e6:.2f}'
-
-
-def format_model_speed(result: Dict[str, Any], command: Optional[str] = None) -> str:
-    """Markdown: one timing table (medians, ms) and one complexity table."""
-    h, w = result['shape']
-    env = result['env']
-    lines = []
-    if command:
-        lines += [f'`{command}`', '']
-    det = result.get('detections')
-    lines.append(f'{h}x{w}, {result["device"]}, {env.get("threads")} thread(s), '
-                 f'{result["reps"]} interleaved repetitions after {result["warmup"]} warm-up'
-                 + (f', detectors fixed at {det} detections' if det else '')
-                 + f'; CPU: {env.get("cpu", "?")}, torch {env.get("torch", "?")}.')
-    lines += ['', f'| model | backbone | neck | dense heads | RoI extract | RoI heads | post | '
-                  f'total ms | CPU ms | vs own eager | vs {result["reference"]} |',
-              '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
-
-    def ms(r, k):
-        return f'{r["median"][k] * 1e3:.0f}' if k in r['parts_present'] or k == 'post' else '-'
-
-    for r in result['rows']:
-        m = r['median']
-        lines.append(
-            f'| {r["label"]} | {ms(r, "backbone")} | {ms(r, "neck")} | {ms(r, "dense_heads")} | '
-            f'{ms(r, "roi_extract")} | {ms(r, "roi_heads")} | {ms(r, "post")} | '
-            f'{m["total"] * 1e3:.0f} | {m["cpu"] * 1e3:.0f} | {r["speedup_vs_eager"]:.2f}x | '
-            + (f'{r["speedup_vs_reference"]:.2f}x |' if r['speedup_vs_reference'] else '- |'))
-    seen = set()
-    if any('flops' in r for r in result['rows']):
-        lines += ['', '| model | params total (M) | backbone | neck | heads | GMACs total | backbone | '
-                      'neck | heads |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
-        for r in result['rows']:
-            if 'flops' not in r or r['base'] in seen:
-                continue
-            seen.add(r['base'])
-            mods = r['by_module']
-            heads = [k for k in mods if k not in ('backbone', 'neck')]
-            hp = sum(mods[k]['params'] for k in heads)
-            hf = sum(mods[k]['flops'] for k in heads)
-            lines.append(
-                f'| {r["base"]} | {_m(r["params"])} | {_m(mods.get("backbone", {}).get("params"))} | '
-                f'{_m(mods.get("neck", {}).get("params"))} | {_m(hp)} | {_g(r["flops"])} | '
-                f'{_g(mods.get("backbone", {}).get("flops"))} | {_g(mods.get("neck", {}).get("flops"))} | '
-                f'{_g(hf)} |')
-    return '\n'.join(lines) + '\n'
-
-
-def write_json(result: Dict[str, Any], path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, 'w') as f:
-        json.dump(result, f, indent=1, default=str)
-    return path
+def _num(n: Optional[float], unit: float, fmt: str) -> str:
+    return '' if n is None else format(n / unit, fmt)

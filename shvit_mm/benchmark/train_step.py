@@ -1,118 +1,81 @@
-"""Time one training iteration (forward + backward + optimizer step) of detector configs, side by
-side and interleaved, on synthetic images of a fixed size: no dataset needed. With
+"""Time one training iteration (forward + backward + AdamW step) of detector configs, side by side
+and interleaved, on synthetic images with random boxes and masks: no dataset needed. With
 ``precisions=('fp32', 'amp')`` each config is also timed under mixed precision (the wrapper
 ``tools/train.py --amp`` uses: bf16 autocast of the dense parts on a capable CPU), starting from
-the same weights.
-
-Models come from :func:`shvit_mm.apis.config.build_model` (``mmdet::`` names allowed) without
-pretrained weights: the time of an iteration does not depend on their values."""
+the same weights. Models come without pretrained weights: an iteration's time does not depend on
+their values."""
 from __future__ import annotations
 
 import copy
-import time
-from typing import Dict, List, Sequence
+from dataclasses import dataclass
+from typing import Any, Dict, Sequence, Tuple
 
 import torch
+from mmengine.optim import OptimWrapper
 
-from shvit_mm.apis.config import build_model
+from shvit_mm.apis.config import build_model, read_config
+from shvit_mm.engine.amp import CPUAmpOptimWrapper
 
-
-def _batch(model, batch_size: int, height: int, width: int, seed: int = 0):
-    from mmdet.structures import DetDataSample
-    from mmengine.structures import InstanceData
-    from mmdet.structures.mask import BitmapMasks
-    g = torch.Generator().manual_seed(seed)
-    inputs, samples = [], []
-    for _ in range(batch_size):
-        inputs.append((torch.rand(3, height, width, generator=g) * 255).to(torch.uint8))
-        s = DetDataSample(metainfo=dict(img_shape=(height, width), ori_shape=(height, width),
-                                        pad_shape=(height, width), scale_factor=(1.0, 1.0),
-                                        batch_input_shape=(height, width)))
-        n = 5
-        xy = torch.rand(n, 2, generator=g) * torch.tensor([width * 0.7, height * 0.7])
-        wh = torch.rand(n, 2, generator=g) * torch.tensor([width * 0.3, height * 0.3]) + 16
-        boxes = torch.cat([xy, xy + wh], 1)
-        masks = torch.zeros(n, height, width, dtype=torch.uint8)
-        for i, (x0, y0, x1, y1) in enumerate(boxes.long().tolist()):
-            masks[i, y0:y1, x0:x1] = 1
-        s.gt_instances = InstanceData(bboxes=boxes,
-                                      labels=torch.randint(0, _num_classes(model), (n,),
-                                                           generator=g),
-                                      masks=BitmapMasks(masks.numpy(), height, width))
-        samples.append(s)
-    return model.data_preprocessor(dict(inputs=inputs, data_samples=samples), True)
+from .harness import Benchmark, markdown_table, summarize, synthetic_batch
 
 
-def _num_classes(model) -> int:
+def _num_classes(model: torch.nn.Module) -> int:
     for head in (getattr(getattr(model, 'roi_head', None), 'bbox_head', None),
                  getattr(model, 'bbox_head', None)):
-        if head is not None and hasattr(head, 'num_classes'):
+        if hasattr(head, 'num_classes'):
             return int(head.num_classes)
     return 80
 
 
-def _wrapper(model, precision: str):
-    from mmengine.optim import OptimWrapper
+@dataclass
+class TrainStep(Benchmark):
+    """Seconds per training iteration of each config (and precision) at ``shape`` (H, W)."""
+    configs: Sequence[str] = ()
+    shape: Tuple[int, int] = (800, 1333)
+    batch_size: int = 2
+    reps: int = 3
+    threads: Any = None
+    precisions: Sequence[str] = ('fp32', )
 
-    from shvit_mm.engine.amp import CPUAmpOptimWrapper
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
-    if precision == 'fp32':
-        return OptimWrapper(optimizer=opt)
-    if precision == 'amp':
-        if torch.cuda.is_available():
-            raise ValueError('the benchmark times CPU training; amp on CUDA is MMEngine\'s own')
-        return CPUAmpOptimWrapper(optimizer=opt)
-    raise ValueError(f"precision must be 'fp32' or 'amp', got {precision!r}")
+    def measure(self) -> Dict[str, Any]:
+        bad = [p for p in self.precisions if p not in ('fp32', 'amp')]
+        if bad:
+            raise ValueError(f"precision must be 'fp32' or 'amp', got {bad[0]!r}")
+        if 'amp' in self.precisions and torch.cuda.is_available():
+            raise ValueError("the benchmark times CPU training; amp on CUDA is MMEngine's own")
+        steps, params = {}, {}
+        for config in self.configs:
+            cfg = read_config(config)
+            base = build_model(cfg, mode='train')
+            inputs, samples, _ = synthetic_batch(cfg, self.shape, self.batch_size,
+                                                 num_classes=_num_classes(base))
+            for k, precision in enumerate(self.precisions):
+                model = base if k == len(self.precisions) - 1 else copy.deepcopy(base)
+                opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+                wrapper = (CPUAmpOptimWrapper if precision == 'amp' else OptimWrapper)(optimizer=opt)
+                steps[config, precision] = lambda m=model, w=wrapper: self._step(m, w, inputs, samples)
+                params[config, precision] = sum(p.numel() for p in model.parameters()) / 1e6
+        times = self.interleave(steps)
+        return dict(rows=[
+            dict(config=c, precision=p, params_m=params[c, p], **{
+                f'{k}_s': v for k, v in summarize(t['wall']).items() if k in ('median', 'min', 'max')})
+            for (c, p), t in times.items()])
 
+    @staticmethod
+    def _step(model: torch.nn.Module, wrapper: OptimWrapper, inputs: torch.Tensor,
+              samples: list) -> None:
+        with wrapper.optim_context(model):
+            losses = model(inputs, samples, mode='loss')
+        wrapper.update_params(model.parse_losses(losses)[0])
 
-def time_train_steps(configs: Sequence[str], height: int = 800, width: int = 1333,
-                     batch_size: int = 2, reps: int = 3, warmup: int = 1,
-                     threads: int = 0, precisions: Sequence[str] = ('fp32', )) -> List[Dict]:
-    """Median seconds per training iteration of each config (and precision), interleaved
-    round-robin; the precisions of one config start from the same weights."""
-    if threads:
-        torch.set_num_threads(threads)
-    runs, models, wrappers, batches = [], [], [], []
-    for c in configs:
-        base = build_model(c, mode='train')
-        batch = _batch(base, batch_size, height, width)
-        for k, precision in enumerate(precisions):
-            model = base if k == len(precisions) - 1 else copy.deepcopy(base)
-            runs.append((c, precision))
-            models.append(model)
-            wrappers.append(_wrapper(model, precision))
-            batches.append(batch)
-    times: List[List[float]] = [[] for _ in runs]
-    for rep in range(warmup + reps):
-        order = list(range(len(runs)))
-        order = order[rep % len(order):] + order[:rep % len(order)]  # rotate who goes first
-        for i in order:
-            t0 = time.perf_counter()
-            with wrappers[i].optim_context(models[i]):
-                losses = models[i](**batches[i], mode='loss')
-            loss, _ = models[i].parse_losses(losses)
-            wrappers[i].update_params(loss)
-            dt = time.perf_counter() - t0
-            if rep >= warmup:
-                times[i].append(dt)
-            print(f'  rep {rep + 1}/{warmup + reps} {runs[i][0]} [{runs[i][1]}]: {dt:.2f} s'
-                  + (' (warm-up)' if rep < warmup else ''), flush=True)
-    out = []
-    for (c, precision), m, t in zip(runs, models, times):
-        t = sorted(t)
-        out.append(dict(config=c, precision=precision, params_m=sum(p.numel() for p in m.parameters()) / 1e6,
-                        median_s=t[len(t) // 2], min_s=t[0], max_s=t[-1]))
-    return out
-
-
-def format_markdown(rows: List[Dict], height: int, width: int, batch_size: int, reps: int) -> str:
-    """:func:`time_train_steps`' rows as a markdown table, times relative to the last config."""
-    ref = rows[-1]['median_s']
-    lines = [f'{height}x{width}, batch {batch_size}, median of {reps} interleaved iterations '
-             '(forward + backward + AdamW step)', '',
-             '| config | precision | params (M) | s/iter (median) | min-max | time vs last |',
-             '|---|---|---:|---:|---:|---:|']
-    for r in rows:
-        lines.append(f"| {r['config']} | {r.get('precision', 'fp32')} | {r['params_m']:.2f} | {r['median_s']:.2f} | "
-                     f"{r['min_s']:.2f}-{r['max_s']:.2f} | {r['median_s'] / ref:.2f}x |")
-    return '\n'.join(lines)
+    @staticmethod
+    def markdown(result: Dict[str, Any]) -> str:
+        """The rows as a markdown table, times relative to the last config."""
+        (h, w), rows, cfg = result['config']['shape'], result['rows'], result['config']
+        return '\n'.join([f'{h}x{w}, batch {cfg["batch_size"]}, median of {cfg["reps"]} '
+                          'interleaved iterations (forward + backward + AdamW step)', '']
+                         + markdown_table(['config', 'precision', 'params (M)', 's/iter (median)',
+                                           'min-max', 'time vs last'], [
+                             [r['config'], r['precision'], f"{r['params_m']:.2f}",
+                              f"{r['median_s']:.2f}", f"{r['min_s']:.2f}-{r['max_s']:.2f}",
+                              f"{r['median_s'] / rows[-1]['median_s']:.2f}x"] for r in rows], 2))

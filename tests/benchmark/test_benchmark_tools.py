@@ -81,12 +81,15 @@ def test_unknown_model_is_a_clear_error():
     assert [e.key for e in entries] == ['shvit_s4:deploy', 'resnet50:eager']
 
 
-def test_time_stats():
-    from shvit_mm.benchmark.latency import time_stats
-    st = time_stats([0.4, 0.1, 0.2, 0.3, 0.5], batch=10)  # seconds per batch of 10
+def test_summarize():
+    from shvit_mm.benchmark.harness import summarize
+    st = summarize([0.4, 0.1, 0.2, 0.3, 0.5], 1e3 / 10)  # seconds per batch of 10 -> ms per image
     assert st['median'] == pytest.approx(30.0)
     assert st['p25'] == pytest.approx(20.0) and st['p75'] == pytest.approx(40.0)
     assert st['min'] == pytest.approx(10.0) and st['n'] == 5
+    # a true median: the mean of the two middle values of an even count
+    assert summarize([4.0, 1.0, 3.0, 2.0])['median'] == pytest.approx(2.5)
+    assert summarize([2.0])['p25'] == summarize([2.0])['p75'] == 2.0
 
 
 def test_flops_of_backbones_match_the_paper_scale():
@@ -137,9 +140,9 @@ def test_benchmarks_build_models_with_the_tools_builder(monkeypatch, tmp_path):
     import torch
     from shvit_mm.apis import config as api
     from shvit_mm.benchmark import complexity, detr_speed, train_step
-    for module in (complexity, detr_speed, train_step):
-        assert module.build_model is api.build_model and not hasattr(module, '_build')
-    assert complexity.read_config is detr_speed.read_config is api.read_config
+    from shvit_mm.benchmark import model_speed
+    for module in (complexity, detr_speed, model_speed, train_step):
+        assert module.build_model is api.build_model and module.read_config is api.read_config
 
     def no_download(*args, **kwargs):
         raise AssertionError(f'a checkpoint load was attempted: {args} {kwargs}')
@@ -160,18 +163,19 @@ def test_benchmarks_build_models_with_the_tools_builder(monkeypatch, tmp_path):
 
 
 def _latency_row(key, size, ms, cpu_ms, macs=None, **extra):
-    from shvit_mm.benchmark.latency import time_stats
+    from shvit_mm.benchmark.harness import summarize
     from shvit_mm.benchmark.zoo import parse_entries
     entry = parse_entries([key])[0]
     row = dict(key=key, arch=entry.arch, mode=entry.mode, label=entry.label, size=size, batch=1,
                dtype=entry.compute_dtype, params=int(1e6), macs=macs, img_per_s=1e3 / ms,
-               ms_per_img=time_stats([ms / 1e3], 1), cpu_ms_per_img=time_stats([cpu_ms / 1e3], 1))
+               ms_per_img=summarize([ms]), cpu_ms_per_img=summarize([cpu_ms]))
     row.update(extra)
     return row
 
 
 def test_latency_report_takes_the_paper_figures_and_targets_as_arguments():
-    from shvit_mm.benchmark.latency import compare_entries, markdown_table
+    from shvit_mm.benchmark.latency import LatencyBenchmark, compare_entries
+    markdown_table = LatencyBenchmark.markdown
     tool = _load_tool(BENCH)
     rows = [_latency_row('shvit_s4:deploy', 512, 10.0, 8.0, 4e9, roofline_ms_per_img=5.0,
                          peak_gflop_s=1600.0, cpu_roofline_ms_per_img=4.0),
@@ -201,13 +205,14 @@ def test_latency_report_takes_the_paper_figures_and_targets_as_arguments():
 
 
 def test_detr_report_takes_the_paper_figures_as_an_argument():
-    from shvit_mm.benchmark.detr_speed import format_markdown
+    from shvit_mm.benchmark.detr_speed import DetrSpeed
+    format_markdown = DetrSpeed.markdown
     tool = _load_tool(DETR)
     keys = ('total', 'trainable', 'transformer', 'encoder', 'decoder', 'backbone', 'neck',
             'bbox_head')
     layout = dict(encoder=['8x32'] * 6, decoder=['8x32'] * 6)
-    result = dict(input=dict(batch_size=1, height=64, width=96), reps=1, warmup=0, threads=1,
-                  torch='x', devices={}, not_shared=[], attention=dict(multi=layout, single=layout),
+    result = dict(config=dict(batch_size=1, height=64, width=96, reps=1, warmup=0), devices={},
+                  not_shared=[], attention=dict(multi=layout, single=layout),
                   params=dict(multi=dict.fromkeys(keys, 2_000_000),
                               single=dict.fromkeys(keys, 1_000_000)))
     assert 'Table 9' not in format_markdown(result)

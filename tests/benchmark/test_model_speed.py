@@ -8,11 +8,12 @@ from conftest import REPO_ROOT
 
 
 def test_model_speed_detector_and_segmentor_side_by_side(tmp_path):
-    from shvit_mm.benchmark.model_speed import format_model_speed, run_model_speed, write_json
+    from shvit_mm.benchmark.harness import write_json
+    from shvit_mm.benchmark.model_speed import ModelSpeed
     configs = [osp.join(REPO_ROOT, 'configs/sem_fpn/shvit_s1.py'),
                osp.join(REPO_ROOT, 'configs/mask_rcnn/shvit_s1.py')]
-    result = run_model_speed(configs, (96, 128), reps=2, warmup=0, threads=1,
-                             reference=configs[0], variants=('eager', 'fast'), detections=7)
+    result = ModelSpeed(configs=configs, shape=(96, 128), reps=2, warmup=0, threads=1,
+                        reference=configs[0], variants=('eager', 'fast'), detections=7).run()
     rows = {r['label']: r for r in result['rows']}
     assert set(rows) == {'sem_fpn/shvit_s1', 'sem_fpn/shvit_s1 [fast]', 'mask_rcnn/shvit_s1',
                          'mask_rcnn/shvit_s1 [fast]'}
@@ -30,7 +31,7 @@ def test_model_speed_detector_and_segmentor_side_by_side(tmp_path):
         assert r['by_module']['backbone']['params'] > 0 and r['flops'] > 0
     assert rows['mask_rcnn/shvit_s1 [fast]']['fast']['channels_last']
     assert seg['speedup_vs_reference'] == 1.0 and det['speedup_vs_eager'] == 1.0
-    text = format_model_speed(result, 'cmd')
+    text = ModelSpeed.markdown(result)
     assert 'mask_rcnn/shvit_s1 [fast]' in text and 'GMACs' in text and 'RoI heads' in text
     assert osp.isfile(write_json(result, str(tmp_path / 'r.json')))
 
@@ -47,6 +48,6 @@ def test_fixed_detection_count_sets_score_threshold_and_cap():
 
 
 def test_unknown_variant_is_refused():
-    from shvit_mm.benchmark.model_speed import run_model_speed
+    from shvit_mm.benchmark.model_speed import ModelSpeed
     with pytest.raises(ValueError, match='unknown variants'):
-        run_model_speed(['x.py'], variants=('turbo', ))
+        ModelSpeed(configs=['x.py'], variants=('turbo', ))

@@ -11,6 +11,7 @@ Prints progress on stderr and a markdown table on stdout; writes ``latency.json`
 the results are compared with: the paper's figures and the ratios the project tracks.
 """
 import argparse
+import os
 import shlex
 import sys
 
@@ -63,23 +64,28 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from shvit_mm.benchmark.latency import BenchmarkConfig, Progress, run_and_report
+    from shvit_mm.benchmark.latency import LatencyBenchmark, compare_entries, plot_latency_vs_size
     from shvit_mm.benchmark.zoo import describe, parse_entries
     if args.list:
         print(describe())
         return 0
-    cfg = BenchmarkConfig(
+    bench = LatencyBenchmark(
         entries=parse_entries(args.models), sizes=args.sizes, batch=args.batch, device=args.device,
         threads=args.threads or None, warmup=args.warmup, reps=args.reps,
         plot_entries=parse_entries(args.plot_models) if args.plot_sizes else [],
         plot_sizes=args.plot_sizes or [], plot_batch=args.plot_batch or None,
         plot_reps=args.plot_reps or None, plot_warmup=args.plot_warmup,
         reference=args.reference or None, check_accuracy=not args.no_accuracy,
-        peak=not args.no_peak, flops=not args.no_flops)
+        peak=not args.no_peak, flops=not args.no_flops, progress=not args.quiet)
     command = 'python ' + ' '.join(shlex.quote(a) for a in [sys.argv[0]] + (argv if argv is not None
                                                                              else sys.argv[1:]))
-    run_and_report(cfg, args.out_dir, command, Progress(not args.quiet), paper_cpu_ms=PAPER_CPU_MS,
-                   comparisons=TARGETS)
+    result = bench.run(command)
+    result['plot'] = plot_latency_vs_size(result, os.path.join(args.out_dir, 'latency_vs_size.png'))
+    result['targets'] = compare_entries(result, TARGETS)
+    bench.report(result, os.path.join(args.out_dir, 'latency.json'),
+                 os.path.join(args.out_dir, 'latency.md'), paper_cpu_ms=PAPER_CPU_MS,
+                 comparisons=TARGETS)
+    print(f'plot: {result["plot"] or "(nothing measured at two or more sizes)"}')
     return 0
 
 

@@ -17,7 +17,7 @@ from mmengine.config import DictAction
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)  # run from a checkout too
 
-from shvit_mm.benchmark.detr_speed import PARTS, run_and_report  # noqa: E402
+from shvit_mm.benchmark.detr_speed import STAGES, DetrSpeed  # noqa: E402
 
 #: SHViT paper (Yun & Ro, CVPR 2024, arXiv:2401.16456), Appendix C, Table 9: ResNet-50 Deformable
 #: DETR with multi-head against single-head attention (parameters, GPU FPS, COCO box AP).
@@ -42,7 +42,7 @@ def parse_args(argv=None):
                         help='torch CPU threads (0 keeps torch\'s default)')
     parser.add_argument('--devices', nargs='+', default=['cpu'],
                         help='devices to time on, e.g. cpu cuda (cuda is skipped if absent)')
-    parser.add_argument('--parts', nargs='+', default=list(PARTS), choices=PARTS)
+    parser.add_argument('--parts', nargs='+', default=list(STAGES), choices=STAGES)
     parser.add_argument('--layer-profile', action='store_true',
                         help='also time the attention and FFN of every encoder layer')
     parser.add_argument('--out', default='work_dirs/benchmark_detr/detr_speed.json',
@@ -55,11 +55,13 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     command = 'python ' + ' '.join(shlex.quote(a) for a in sys.argv)
-    run_and_report(args.out, command, PAPER_TABLE9, multi_config=args.multi_config,
-                   single_config=args.single_config, height=args.shape[0], width=args.shape[1],
-                   batch_size=args.batch_size, reps=args.reps, warmup=args.warmup,
-                   threads=args.threads, devices=args.devices, parts=args.parts,
-                   cfg_options=args.cfg_options, layer_profile=args.layer_profile)
+    bench = DetrSpeed(multi_config=args.multi_config, single_config=args.single_config,
+                      height=args.shape[0], width=args.shape[1], batch_size=args.batch_size,
+                      reps=args.reps, warmup=args.warmup, threads=args.threads or None,
+                      devices=args.devices, stages=args.parts, cfg_options=args.cfg_options,
+                      layer_profile=args.layer_profile, progress=True)
+    result = dict(bench.run(command), paper=PAPER_TABLE9)
+    bench.report(result, args.out)
 
 
 if __name__ == '__main__':

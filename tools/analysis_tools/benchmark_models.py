@@ -58,7 +58,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from shvit_mm.benchmark.model_speed import format_model_speed, run_model_speed, write_json
+    from shvit_mm.benchmark.harness import write_json
+    from shvit_mm.benchmark.model_speed import ModelSpeed
     command = 'python ' + ' '.join(shlex.quote(a) for a in [sys.argv[0]] + (
         argv if argv is not None else sys.argv[1:]))
     if args.configs:
@@ -67,14 +68,14 @@ def main(argv=None):
         runs = {name: TABLES[name] for name in (args.table or TABLES)}
     results = {}
     for name, (configs, shape) in runs.items():
-        result = run_model_speed(configs, args.shape or shape, reps=args.reps, warmup=args.warmup,
-                                 threads=args.threads or None, device=args.device,
-                                 reference=args.reference, count_flops=not args.no_flops,
-                                 variants=args.variants, detections=args.detections or None,
-                                 progress=lambda msg: print(msg, file=sys.stderr, flush=True))
-        result['command'] = command
-        results[name] = result
-        print(f'\n### {name}\n\n' + format_model_speed(result, command), flush=True)
+        bench = ModelSpeed(configs=configs, shape=args.shape or shape, reps=args.reps,
+                           warmup=args.warmup, threads=args.threads or None, device=args.device,
+                           reference=args.reference, count_flops=not args.no_flops,
+                           variants=args.variants, detections=args.detections or None,
+                           progress=True)
+        results[name] = bench.run(command)
+        print(f'\n### {name}\n', flush=True)
+        bench.report(results[name])
     print(f'JSON: {write_json(results, args.out)}')
 
 

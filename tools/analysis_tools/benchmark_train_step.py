@@ -5,7 +5,7 @@
 """
 import argparse
 
-from shvit_mm.benchmark.train_step import format_markdown, time_train_steps
+from shvit_mm.benchmark.train_step import TrainStep
 
 
 def main():
@@ -20,9 +20,10 @@ def main():
                         help='time each config in fp32 and with mixed precision (as tools/train.py '
                         '--amp trains on this CPU), from the same weights')
     args = parser.parse_args()
-    rows = time_train_steps(args.configs, *args.shape, args.batch, args.reps, args.warmup,
-                            args.threads, ('fp32', 'amp') if args.amp else ('fp32', ))
-    print('\n' + format_markdown(rows, *args.shape, args.batch, args.reps))
+    bench = TrainStep(configs=args.configs, shape=tuple(args.shape), batch_size=args.batch,
+                      reps=args.reps, warmup=args.warmup, threads=args.threads or None,
+                      precisions=('fp32', 'amp') if args.amp else ('fp32', ), progress=True)
+    bench.report(bench.run())
 
 
 if __name__ == '__main__':

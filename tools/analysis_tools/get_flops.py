@@ -37,13 +37,14 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from shvit_mm.benchmark.complexity import complexity, format_complexity, write_json
+    from shvit_mm.benchmark.complexity import complexity, format_complexity
+    from shvit_mm.benchmark.harness import write_json
     deploy = False if args.no_deploy else (True if args.deploy else None)
     info = complexity(args.target, args.shape, cfg_options=args.cfg_options, deploy=deploy,
                       show_table=args.table)
     print(format_complexity(info))
     if args.json:
-        write_json(info, args.json)
+        write_json({k: v for k, v in info.items() if k != 'table'}, args.json)
     return 0
 
 

@@ -1,11 +1,6 @@
-# MMDetection's default runtime plus shvit_mm's training safety. Every detection config of this
-# project inherits it, so the safety is part of the config itself: tools/train.py, MMEngine's
-# Runner.from_cfg(cfg).train(), `mim train mmdet` and a user's own script all train with it.
-#   * SafeCheckpointHook: MMEngine's CheckpointHook (same arguments) writing each checkpoint to
-#     `<name>.part` and renaming it into place, so a killed run never leaves a partial file under a
-#     checkpoint name and `--resume` always finds a complete one;
-#   * FiniteLossHook: stops at the first non-finite loss, before anything from it is saved.
-# Opt out with default_hooks.checkpoint.type='CheckpointHook' / custom_hooks=[] in a child config.
+# MMDetection's default runtime plus shvit_mm's training safety, for every detection config:
+# crash-safe checkpoints (SafeCheckpointHook) and a stop at the first non-finite loss
+# (FiniteLossHook). Opt out with default_hooks.checkpoint.type='CheckpointHook' / custom_hooks=[].
 _base_ = 'mmdet::_base_/default_runtime.py'
 custom_imports = dict(imports=['shvit_mm'], allow_failed_imports=False)
 

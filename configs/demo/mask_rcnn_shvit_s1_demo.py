@@ -1,48 +1,30 @@
-# Demo: Mask R-CNN with an SHViT-S1 backbone trained from scratch on the embedded demo dataset.
-#
-#   bash tools/dist_train.sh configs/demo/mask_rcnn_shvit_s1_demo.py 2 --amp  # 2 cores, as measured
-#   python tools/train.py configs/demo/mask_rcnn_shvit_s1_demo.py --amp       # or one process
-#   python tools/test.py configs/demo/mask_rcnn_shvit_s1_demo.py \
-#       work_dirs/mask_rcnn_shvit_s1_demo/epoch_7.pth --show-dir vis
-#
-# The first run writes the dataset (1500 train + 80 val pictures of five shape classes pasted on
-# scikit-image photographs, COCO format with RLE masks) to data/shvit_demo_1500/ in about 35 s; no
-# download. Sized for a 2-core CPU: no pretrained weights, small images, a slim FPN and RoI heads.
-# Evaluation on val with CocoMetric (box and mask AP) at the end of training.
-#
-# What makes it learn in 20 minutes on 2 cores (each measured on the demo val split, README):
-# two processes of one thread each (a second intra-op thread in one process is slower), 1500
-# generated training pictures instead of 300 (the val pictures are the same: a smaller set is a
-# prefix of a larger one), 64 sampled RoIs per picture with up to half positives, testing at 320
-# pixels (training at 256 +-20%; the best of test-scale sweeps on the val split, which is the only
-# held-out split) with 300 proposals, and a faster training step: RoIAlign as one
-# gather (GatherRoIExtractor) and, with --amp, bfloat16 autocast of backbone, neck and heads on
-# CPUs with AVX-512 BF16 or AMX.
+# Demo: Mask R-CNN with an SHViT-S1 backbone trained from scratch on the embedded demo dataset
+# (made under data/shvit_demo_1500/ on first use, no download), sized for a 2-core CPU.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
-    '../_base_/default_runtime_det.py',
+    '../_base_/default_runtime_det.py', '../_base_/schedules/demo_adamw.py',
+    '../_base_/shvit_variants.py'
 ]
-custom_imports = dict(imports=['shvit_mm'], allow_failed_imports=False)
 
 data_root = 'data/shvit_demo_1500/'
 demo_cfg = dict(num_train=1500, num_val=80)  # arguments of shvit_mm.datasets.make_demo_dataset
 classes = ('disc', 'square', 'triangle', 'star', 'ring')
 img_scale = (256, 256)  # training scale (randomly resized by 0.8-1.2)
-test_scale = (320, 320)
+test_scale = (320, 320)  # the best of test-scale sweeps on val (the only held-out split)
 channels = 64  # FPN and RoI-head width (256 in the COCO configs)
 max_epochs = 7
 
 model = dict(
     data_preprocessor=dict(pad_size_divisor=64),
+    # SHViT-S1 from scratch: no pretrained weights, BatchNorm statistics train too
     backbone=dict(
-        _delete_=True, type='SHViT', arch='s1', out_indices=(0, 1, 2), frozen_stages=-1,
-        norm_eval=False,  # from scratch: BatchNorm statistics train too
-        init_cfg=None),
+        _base_.shvit_variants.s1.backbone, _delete_=True, norm_eval=False, init_cfg=None),
     # strides 16/32/64 from the backbone plus two transposed-conv levels: strides 4, 8, 16, 32, 64
     # BatchNorm in the FPN and mask-head convs: training from scratch converges much faster
     neck=dict(
-        _delete_=True, type='SHViTFPN', in_channels=[128, 224, 320], out_channels=channels,
-        start_level=0, num_outs=5, num_extra_trans_convs=2, norm_cfg=dict(type='BN')),
+        _delete_=True, type='SHViTFPN', in_channels=_base_.shvit_variants.s1.channels,
+        out_channels=channels, start_level=0, num_outs=5, num_extra_trans_convs=2,
+        norm_cfg=dict(type='BN')),
     rpn_head=dict(
         in_channels=channels, feat_channels=channels,
         anchor_generator=dict(scales=[8], ratios=[0.5, 1.0, 2.0], strides=[4, 8, 16, 32, 64])),
@@ -63,7 +45,7 @@ model = dict(
                        norm_cfg=dict(type='BN'), num_classes=len(classes))),
     train_cfg=dict(
         rpn_proposal=dict(nms_pre=500, max_per_img=200),
-        rcnn=dict(sampler=dict(num=64, pos_fraction=0.5))),
+        rcnn=dict(sampler=dict(num=64, pos_fraction=0.5))),  # 64 RoIs a picture (COCO: 512)
     test_cfg=dict(
         rpn=dict(nms_pre=1000, max_per_img=300),
         rcnn=dict(score_thr=0.01, max_per_img=100)))
@@ -117,18 +99,10 @@ test_evaluator = val_evaluator
 
 # AdamW from scratch (lr 2e-3 for 2 processes x 4 pictures; auto_scale_lr halves it for one
 # process), linear warm-up then cosine decay; evaluation at the end. Mixed precision is the
-# command line's choice (the README's demo command passes --amp): tools/train.py --amp gives
-# MMEngine's fp16 AmpOptimWrapper on a GPU and, without one, bfloat16 autocast of the dense parts
-# (shvit_mm's CPUAmpOptimWrapper; fp32 with one log line on CPUs without native bf16). Without
-# --amp (or with MMEngine's Runner alone) it trains in fp32.
+# command line's choice: tools/train.py --amp gives MMEngine's fp16 AmpOptimWrapper on a GPU and,
+# without one, bfloat16 autocast of the dense parts (shvit_mm's CPUAmpOptimWrapper).
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
-optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=2e-3, betas=(0.9, 0.999), weight_decay=0.05, fused=True),
-    paramwise_cfg=dict(norm_decay_mult=0., bias_decay_mult=0.),
-    clip_grad=dict(max_norm=10., norm_type=2))
+optim_wrapper = dict(optimizer=dict(lr=2e-3, weight_decay=0.05, fused=True))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=150),
     dict(type='CosineAnnealingLR', eta_min_ratio=0.02, begin=0, end=max_epochs, T_max=max_epochs,
@@ -139,9 +113,7 @@ auto_scale_lr = dict(enable=True, base_batch_size=8)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10),
     checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
-randomness = dict(seed=0)
 # One PyTorch thread per process (read by shvit_mm's tools/train.py and tools/test.py): on a 2-core
-# CPU a second intra-op thread makes a training step slower (1.23-1.38 s against 0.92-0.95 s per
-# iteration, measured), while two processes (bash tools/dist_train.sh CONFIG 2) train 2.2x the
-# pictures per second.
+# CPU a second intra-op thread slows a training step, while two processes
+# (bash tools/dist_train.sh CONFIG 2) train about twice the pictures per second.
 env_cfg = dict(torch_num_threads=1)

@@ -1,12 +1,5 @@
-# Demo: RetinaNet with an SHViT-S1 backbone trained from scratch on the embedded demo dataset.
-#
-#   python tools/train.py configs/demo/retinanet_shvit_s1_demo.py --amp
-#   python tools/test.py configs/demo/retinanet_shvit_s1_demo.py \
-#       work_dirs/retinanet_shvit_s1_demo/epoch_7.pth --show-dir vis
-#
-# Same data, schedule and optimiser as the Mask R-CNN demo (boxes only, COCO box AP on val).
-# Neck wired as for RetinaNet on COCO: one transposed-conv level (stride 8) plus the three backbone
-# levels plus one stride-2 conv on the last backbone output -> strides 8, 16, 32, 64, 128.
+# Demo: RetinaNet with an SHViT-S1 backbone trained from scratch on the embedded demo dataset, with
+# the data, schedule and optimiser of the Mask R-CNN demo (boxes only, COCO box AP on val).
 _base_ = './mask_rcnn_shvit_s1_demo.py'
 
 channels = 64
@@ -19,6 +12,8 @@ model = dict(
     backbone=dict(
         type='SHViT', arch='s1', out_indices=(0, 1, 2), frozen_stages=-1, norm_eval=False,
         init_cfg=None),
+    # as for RetinaNet on COCO: one transposed-conv level (stride 8), the three backbone levels and
+    # a stride-2 conv on the last backbone output -> strides 8, 16, 32, 64, 128
     neck=dict(
         type='SHViTFPN', in_channels=[128, 224, 320], out_channels=channels, start_level=0,
         add_extra_convs='on_input', num_outs=5, num_extra_trans_convs=1,

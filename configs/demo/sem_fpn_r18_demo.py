@@ -1,14 +1,9 @@
-# Demo comparison: the SHViT-S1 demo (./sem_fpn_shvit_s1_demo.py) with MMSegmentation's ResNet-18
-# (ResNetV1c, depth 18, from scratch) in place of the backbone: same data, neck width, FPNHead,
-# optimiser and schedule shape. It trains fewer iterations so that both runs take about the same
-# wall-clock time on a 2-core CPU: a training iteration (batch 8, 256x256, 1 thread, data loading
-# included) took 1.65-1.73 s here against SHViT-S1's 0.50-0.56 s (model step alone: 1.41 s against
-# 0.43 s), about 3.2x, so 470 iterations here for the SHViT demo's 1500.
-#
-#   python tools/train.py configs/demo/sem_fpn_r18_demo.py
-#   python tools/test.py configs/demo/sem_fpn_r18_demo.py work_dirs/sem_fpn_r18_demo/iter_470.pth
+# Demo baseline: the SHViT-S1 segmentation demo (sem_fpn_shvit_s1_demo.py: same data, neck width,
+# FPNHead, optimiser and schedule shape) with MMSegmentation's ResNet-18 (ResNetV1c, from scratch).
 _base_ = './sem_fpn_shvit_s1_demo.py'
 
+# a ResNet-18 iteration takes about 3.2x as long: 470 iterations to SHViT-S1's 1500 for about the
+# same wall-clock time
 max_iters = 470
 norm_cfg = dict(type='BN', requires_grad=True)  # as in the SHViT demo
 channels = {{_base_.channels}}

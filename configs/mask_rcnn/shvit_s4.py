@@ -1,33 +1,22 @@
-# Mask R-CNN 1x with SHViT-S4, the official SHViT detection recipe (github.com/ysj9909/SHViT,
-# MMDetection 2.25): 39.0 box AP, 35.9 mask AP on COCO val2017 (paper, Table 5).
-# MMDetection's mask-rcnn_r50_fpn_1x_coco.py composed from the same parts, with shvit_mm's runtime.
+# Mask R-CNN 1x with SHViT-S4: the official SHViT detection recipe, composed from MMDetection's
+# mask-rcnn_r50_fpn_1x_coco.py parts.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py', 'mmdet::_base_/datasets/coco_instance.py',
-    'mmdet::_base_/schedules/schedule_1x.py', '../_base_/default_runtime_det.py'
+    '../_base_/schedules/shvit_adamw_1x.py', '../_base_/default_runtime_det.py',
+    '../_base_/shvit_variants.py'
 ]
-custom_imports = dict(imports=['shvit_mm'], allow_failed_imports=False)
 
 model = dict(
     # ImageNet mean/std, BGR->RGB and padding to a multiple of 32 come from the base config.
     data_preprocessor=dict(pad_size_divisor=32),
-    backbone=dict(
-        _delete_=True, type='SHViT', arch='s4', out_indices=(0, 1, 2), frozen_stages=-1,
-        norm_eval=True,  # BN statistics frozen, affine parameters trained
-        init_cfg=dict(type='Pretrained', checkpoint='https://github.com/ysj9909/SHViT/releases/'
-                      'download/v1.0/shvit_s4.pth')),
+    backbone=dict(_delete_=True, **_base_.shvit_variants.s4.backbone),
     # Backbone strides 16/32/64: two transposed convs add strides 8 and 4 -> strides 4, 8, 16,
     # 32, 64 (RPN uses all five levels, the RoI extractors the first four).
     neck=dict(
-        _delete_=True, type='SHViTFPN', in_channels=[224, 336, 448], out_channels=256,
-        start_level=0, num_outs=5, num_extra_trans_convs=2),
+        _delete_=True, type='SHViTFPN', in_channels=_base_.shvit_variants.s4.channels,
+        out_channels=256, start_level=0, num_outs=5, num_extra_trans_convs=2),
     rpn_head=dict(anchor_generator=dict(strides=[4, 8, 16, 32, 64])),
     roi_head=dict(
         bbox_roi_extractor=dict(featmap_strides=[4, 8, 16, 32]),
         mask_roi_extractor=dict(featmap_strides=[4, 8, 16, 32])))
-
-# AdamW, 500-iteration linear warm-up from 0.001, steps at epochs 8 and 11 of 12 (schedule_1x),
-# 2 images per GPU x 8 GPUs.
-optim_wrapper = dict(
-    optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05))
-train_dataloader = dict(batch_size=2)
-auto_scale_lr = dict(enable=False, base_batch_size=16)
+train_dataloader = dict(batch_size=2)  # x 8 GPUs

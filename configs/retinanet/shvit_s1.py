@@ -1,9 +1,5 @@
 # RetinaNet 1x with SHViT-S1: the S4 recipe with the S1 backbone and its channels.
 _base_ = './shvit_s4.py'
 
-model = dict(
-    backbone=dict(
-        arch='s1',
-        init_cfg=dict(type='Pretrained', checkpoint='https://github.com/ysj9909/SHViT/releases/'
-                      'download/v1.0/shvit_s1.pth')),
-    neck=dict(in_channels=[128, 224, 320]))
+model = dict(backbone=_base_.shvit_variants.s1.backbone,
+             neck=dict(in_channels=_base_.shvit_variants.s1.channels))

@@ -1,8 +1,8 @@
-"""RetinaNet / Mask R-CNN configs: the official 1x recipe, and one training step + one prediction."""
+"""RetinaNet / Mask R-CNN configs: the official 1x schedule as it runs, feature levels matching the
+heads, one training step and one prediction."""
 import glob
 import math
 import os.path as osp
-import re
 
 import pytest
 import torch
@@ -12,7 +12,6 @@ from mmengine.config import Config
 from mmdet.registry import MODELS
 from mmdet.testing import demo_mm_inputs
 from mmdet.utils import register_all_modules
-from shvit_mm.models import SHViT
 
 from conftest import REPO_ROOT as ROOT
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'retinanet', '*.py'))
@@ -22,66 +21,40 @@ CONFIG_IDS = [osp.relpath(p, osp.join(ROOT, 'configs')) for p in CONFIGS]
 register_all_modules(init_default_scope=True)
 
 
-def test_all_eight_configs_present():
-    assert CONFIG_IDS == [f'{d}/shvit_s{i}.py' for d in ('mask_rcnn', 'retinanet')
-                          for i in (1, 2, 3, 4)]
-
-
-def _arch(path):
-    return re.search(r'shvit_(s\d)\.py$', path).group(1)
-
-
-def _find(pipeline, type_name):
-    found = [t for t in pipeline if t['type'] == type_name]
-    assert len(found) == 1, f'{type_name} not found once in {pipeline}'
-    return found[0]
+def _lr_curve(cfg, epoch_length):
+    """The learning rate at every iteration of the config's schedule, stepped as MMEngine's
+    ParamSchedulerHook steps it (iteration-based schedulers after each iteration, epoch-based ones
+    after each epoch), and the optimizer."""
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import PARAM_SCHEDULERS
+    wrapper = build_optim_wrapper(torch.nn.Linear(1, 1), cfg.optim_wrapper)
+    schedulers = [PARAM_SCHEDULERS.build(dict(s, optimizer=wrapper)) for s in cfg.param_scheduler]
+    lrs = []
+    for _ in range(cfg.train_cfg.max_epochs):
+        for _ in range(epoch_length):
+            lrs.append(wrapper.get_lr()['lr'][0])
+            for s in schedulers:
+                if not s.by_epoch:
+                    s.step()
+        for s in schedulers:
+            if s.by_epoch:
+                s.step()
+    return lrs, wrapper.optimizer
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=CONFIG_IDS)
-def test_recipe(path):
-    cfg = Config.fromfile(path)
-    arch = _arch(path)
-    assert cfg.custom_imports == dict(imports=['shvit_mm'], allow_failed_imports=False)
-    model = cfg.model
-    # backbone: SHViT variant, frozen BN statistics, ImageNet-pretrained release weights
-    assert model.backbone == dict(
-        type='SHViT', arch=arch, out_indices=(0, 1, 2), frozen_stages=-1, norm_eval=True,
-        init_cfg=dict(type='Pretrained', checkpoint='https://github.com/ysj9909/SHViT/releases/'
-                      f'download/v1.0/shvit_{arch}.pth'))
-    assert model.neck.type == 'SHViTFPN'
-    assert model.neck.in_channels == SHViT.arch_zoo[arch]['embed_dims']
-    assert model.neck.out_channels == 256 and model.neck.num_outs == 5
-    if 'retinanet' in path:
-        assert model.neck.num_extra_trans_convs == 1 and model.neck.add_extra_convs == 'on_input'
-        assert model.bbox_head.anchor_generator.strides == [8, 16, 32, 64, 128]
-        assert model.bbox_head.num_classes == 80
-    else:
-        assert model.neck.num_extra_trans_convs == 2 and not model.neck.get('add_extra_convs')
-        assert model.rpn_head.anchor_generator.strides == [4, 8, 16, 32, 64]
-        assert model.roi_head.bbox_roi_extractor.featmap_strides == [4, 8, 16, 32]
-        assert model.roi_head.mask_roi_extractor.featmap_strides == [4, 8, 16, 32]
-        assert model.roi_head.bbox_head.num_classes == 80
-    # data: ImageNet mean/std in RGB order, pad to 32
-    dp = model.data_preprocessor
-    assert dp.mean == [123.675, 116.28, 103.53] and dp.std == [58.395, 57.12, 57.375]
-    assert dp.bgr_to_rgb is True and dp.pad_size_divisor == 32
-    resize = _find(cfg.train_dataloader.dataset.pipeline, 'Resize')
-    assert resize.scale == (1333, 800) and resize.keep_ratio is True
-    assert _find(cfg.train_dataloader.dataset.pipeline, 'RandomFlip').prob == 0.5
-    test_resize = _find(cfg.test_dataloader.dataset.pipeline, 'Resize')
-    assert test_resize.scale == (1333, 800) and test_resize.keep_ratio is True
-    assert cfg.train_dataloader.batch_size == 2
-    assert cfg.auto_scale_lr == dict(enable=False, base_batch_size=16)
-    assert cfg.train_dataloader.dataset.data_root == 'data/coco/'
-    # schedule: AdamW 1e-4, 500-iteration linear warm-up from 0.001, x0.1 at epochs 8 and 11 of 12
-    assert cfg.optim_wrapper.optimizer == dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999),
-                                               weight_decay=0.05)
-    assert cfg.train_cfg.max_epochs == 12
-    warmup, steps = cfg.param_scheduler
-    assert warmup.type == 'LinearLR' and warmup.start_factor == 0.001
-    assert warmup.by_epoch is False and warmup.begin == 0 and warmup.end == 500
-    assert steps.type == 'MultiStepLR' and steps.by_epoch is True
-    assert steps.milestones == [8, 11] and steps.gamma == 0.1
+def test_official_1x_schedule(path):
+    """AdamW at lr 1e-4 (weight decay 0.05), warmed up linearly from 1e-7 over 500 iterations,
+    x0.1 after epochs 8 and 11 of 12: the official SHViT detection schedule as it runs."""
+    epoch = 600
+    lrs, optimizer = _lr_curve(Config.fromfile(path), epoch)
+    assert type(optimizer) is torch.optim.AdamW
+    assert (optimizer.defaults['weight_decay'], optimizer.defaults['betas']) == (0.05, (0.9, 0.999))
+    assert len(lrs) == 12 * epoch
+    assert lrs[0] == pytest.approx(1e-7) and lrs[0] < lrs[250] < lrs[498] < 1e-4
+    for it, lr in [(499, 1e-4), (8 * epoch - 1, 1e-4), (8 * epoch, 1e-5), (11 * epoch - 1, 1e-5),
+                   (11 * epoch, 1e-6), (12 * epoch - 1, 1e-6)]:
+        assert lrs[it] == pytest.approx(lr), it
 
 
 def _build(path, pad_size_divisor=None):
@@ -144,7 +117,19 @@ def _train_and_predict(model, with_mask, shapes=((3, 64, 96), (3, 53, 70))):
 
 @pytest.mark.parametrize('path', CONFIGS, ids=CONFIG_IDS)
 def test_train_step_and_predict(path):
-    _train_and_predict(_build(path), with_mask='mask_rcnn' in path)
+    model = _build(path)
+    # the neck's levels have the strides the anchor generators and RoI extractors assume
+    model.eval()
+    with torch.no_grad():
+        feats = model.extract_feat(torch.zeros(1, 3, 64, 96))
+    head = model.bbox_head if 'retinanet' in path else model.rpn_head
+    strides = [sw for sw, _ in head.prior_generator.strides]
+    assert [tuple(f.shape[-2:]) for f in feats] == [(math.ceil(64 / s), math.ceil(96 / s))
+                                                    for s in strides]
+    if 'mask_rcnn' in path:
+        assert model.roi_head.bbox_roi_extractor.featmap_strides == strides[:4]
+        assert model.roi_head.mask_roi_extractor.featmap_strides == strides[:4]
+    _train_and_predict(model, with_mask='mask_rcnn' in path)
 
 
 @pytest.mark.parametrize('det', ['retinanet', 'mask_rcnn'])

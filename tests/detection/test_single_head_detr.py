@@ -276,12 +276,13 @@ def test_multi_head_checkpoint_loads(tmp_path, capsys):
 # benchmark plumbing (figures come from tools/analysis_tools/benchmark_detr.py, not from tests)
 # ------------------------------------------------------------------------------------------------
 def test_benchmark_runs_and_counts_parameters(tmp_path):
-    from shvit_mm.benchmark.detr_speed import format_markdown, run_benchmark, save_json
+    from shvit_mm.benchmark.detr_speed import DetrSpeed
+    from shvit_mm.benchmark.harness import write_json
 
-    result = run_benchmark(os.path.join(CFG_DIR, 'r50.py'),
-                           os.path.join(CFG_DIR, 'r50_single_head.py'), height=64, width=96,
-                           reps=1, warmup=0, threads=1, devices=('cpu', ), parts=('encoder', ),
-                           cfg_options={'model.num_queries': NUM_QUERIES})
+    result = DetrSpeed(multi_config=os.path.join(CFG_DIR, 'r50.py'),
+                       single_config=os.path.join(CFG_DIR, 'r50_single_head.py'), height=64,
+                       width=96, reps=1, warmup=0, threads=1, devices=('cpu', ),
+                       stages=('encoder', ), cfg_options={'model.num_queries': NUM_QUERIES}).run()
     cpu = result['devices']['cpu']
     assert set(cpu['parts']) == {'wall', 'cpu'}
     for clock in ('wall', 'cpu'):
@@ -303,7 +304,7 @@ def test_benchmark_runs_and_counts_parameters(tmp_path):
                                                         '8x32']
     assert result['attention']['single']['decoder'] == result['attention']['single']['encoder']
     assert result['attention']['multi']['decoder'] == ['8x32'] * 6
-    text = format_markdown(result, 'python tools/analysis_tools/benchmark_detr.py')
+    text = DetrSpeed.markdown(result)
     assert '| encoder |' in text and '| total |' in text
-    save_json(result, str(tmp_path / 'out.json'))
+    write_json(result, str(tmp_path / 'out.json'))
     assert (tmp_path / 'out.json').stat().st_size > 0

@@ -23,15 +23,19 @@ def test_every_config_declares_the_safety_hooks(path):
     cfg = Config.fromfile(path)
     assert cfg.default_hooks.checkpoint.type == 'SafeCheckpointHook'
     assert [h['type'] for h in cfg.custom_hooks].count('FiniteLossHook') == 1
+    # checkpoints are counted in the unit the training loop runs in (epochs or iterations)
+    by_epoch = cfg.train_cfg.get('by_epoch', cfg.train_cfg.get('type') != 'IterBasedTrainLoop')
+    assert cfg.default_hooks.checkpoint.get('by_epoch', True) == by_epoch
 
 
-def test_plain_runner_from_cfg_has_them(tmp_path):
-    """MMEngine's Runner on the COCO config, without tools/train.py."""
+@pytest.mark.parametrize('config', ['configs/mask_rcnn/shvit_s4.py', 'configs/sem_fpn/shvit_s1.py'])
+def test_plain_runner_from_cfg_has_them(config, tmp_path):
+    """MMEngine's Runner on a COCO and an ADE20K config, without tools/train.py."""
     from mmengine.config import Config
     from mmengine.runner import Runner
 
     from shvit_mm.engine import FiniteLossHook, SafeCheckpointHook
-    cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs/mask_rcnn/shvit_s4.py'))
+    cfg = Config.fromfile(osp.join(REPO_ROOT, config))
     cfg.work_dir = str(tmp_path)
     runner = Runner.from_cfg(cfg)  # builds the model and hooks; data are read only by train()
     kinds = [type(h) for h in runner.hooks]

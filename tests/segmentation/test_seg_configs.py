@@ -1,6 +1,7 @@
-"""Semantic FPN / UPerNet ADE20K configs and the segmentation demo configs: the recipes, and for
-every config one training step (finite loss, gradients reaching the backbone) and a prediction of
-the input's size for odd and non-square pictures."""
+"""Semantic FPN / UPerNet ADE20K configs and the segmentation demo configs: the ADE20K schedules as
+they run, and for every config the pyramid its heads read, one training step (finite loss,
+gradients reaching the backbone, `find_unused_parameters` exactly when some parameter gets none)
+and a prediction of the input's size for odd and non-square pictures."""
 import glob
 import os.path as osp
 import re
@@ -15,118 +16,57 @@ ADE_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'sem_fpn', '*.py'))
 DEMO_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'demo', 'sem_fpn_*.py')))
 ALL_CONFIGS = ADE_CONFIGS + DEMO_CONFIGS
 _ids = [osp.relpath(p, osp.join(ROOT, 'configs')) for p in ALL_CONFIGS]
-RELEASE = 'https://github.com/ysj9909/SHViT/releases/download/v1.0/shvit_{}.pth'
-CHANNELS = {'s1': [128, 224, 320], 's2': [128, 308, 448], 's3': [192, 352, 448],
-            's4': [224, 336, 448]}
 
 
-def _cfg(path):
+@pytest.mark.parametrize('path', [p for p in ADE_CONFIGS if p.endswith('shvit_s4.py')],
+                         ids=lambda p: osp.relpath(p, osp.join(ROOT, 'configs')))
+def test_ade20k_schedule(path):
+    """The learning rate as MMEngine's ParamSchedulerHook steps it over the whole schedule:
+    Semantic FPN's poly decay from 2e-4 over 40k iterations, UPerNet's warm-up from 6e-11 to 6e-5
+    over 1500 iterations then linear decay to 0 at 160k (the S1-S3 configs inherit them)."""
     from mmengine.config import Config
-    return Config.fromfile(path)
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import PARAM_SCHEDULERS
+    from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    cfg = Config.fromfile(path)
+    wrapper = build_optim_wrapper(torch.nn.Linear(1, 1), cfg.optim_wrapper)
+    schedulers = [PARAM_SCHEDULERS.build(dict(s, optimizer=wrapper)) for s in cfg.param_scheduler]
+    assert type(wrapper.optimizer) is torch.optim.AdamW
+    assert not any(s.by_epoch for s in schedulers)
+    lrs = []
+    for _ in range(cfg.train_cfg.max_iters):
+        lrs.append(wrapper.get_lr()['lr'][0])
+        for s in schedulers:
+            s.step()
+    # MMEngine's schedulers reach their end value at iteration `end - 1`
+    if 'sem_fpn' in path:
+        expected = {0: 2e-4, 20000: 2e-4 * (19999 / 39999) ** 0.9, 39999: 0.}
+    else:
+        expected = {0: 6e-11, 1499: 6e-5, 80750: 6e-5 * 79249 / 158499, 159999: 0.}
+    for it, lr in expected.items():
+        assert lrs[it] == pytest.approx(lr, rel=1e-6, abs=1e-15), it
 
 
-def _plain(value):
-    """A config value as plain dicts/lists, without the ``_scope_`` keys that ``mmseg::`` bases
-    add."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items() if k != '_scope_'}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
-def test_all_configs_present():
-    assert _ids == [f'{d}/shvit_s{i}.py' for d in ('sem_fpn', 'upernet') for i in (1, 2, 3, 4)] + [
-        'demo/sem_fpn_r18_demo.py', 'demo/sem_fpn_shvit_s1_demo.py']
-
-
-def _common_ade(cfg, arch):
-    assert cfg.default_scope == 'mmseg'
-    assert cfg.custom_imports == dict(imports=['shvit_mm'], allow_failed_imports=False)
-    m = cfg.model
-    assert m.type == 'EncoderDecoder' and m.pretrained is None
-    assert _plain(m.backbone) == dict(
-        type='SHViT', arch=arch, out_indices=(0, 1, 2), frozen_stages=-1, norm_eval=True,
-        init_cfg=dict(type='Pretrained', checkpoint=RELEASE.format(arch)))
-    assert m.neck.type == 'SHViTFPN' and m.neck.in_channels == CHANNELS[arch]
-    assert (m.neck.out_channels, m.neck.num_outs, m.neck.num_extra_trans_convs) == (256, 5, 2)
-    assert m.decode_head.in_index == [0, 1, 2, 3] and m.decode_head.num_classes == 150
-    assert m.data_preprocessor.size == (512, 512)
-    assert _plain(m.data_preprocessor.test_cfg) == dict(size_divisor=32)
-    assert m.data_preprocessor.mean == [123.675, 116.28, 103.53] and m.data_preprocessor.bgr_to_rgb
-    assert cfg.find_unused_parameters is True  # the stride-64 neck output feeds no head
-    # ADE20K: 512x512 crops from 2048x512 x [0.5, 2] resizes, cat_max_ratio 0.75, flip, photometric
-    ds = cfg.train_dataloader.dataset
-    assert ds.type == 'ADE20KDataset' and ds.data_root == 'data/ade/ADEChallengeData2016'
-    steps = {t['type']: t for t in ds.pipeline}
-    assert steps['RandomResize'].scale == (2048, 512)
-    assert steps['RandomResize'].ratio_range == (0.5, 2.0)
-    assert steps['RandomCrop'].crop_size == (512, 512) and steps['RandomCrop'].cat_max_ratio == 0.75
-    assert 'PhotoMetricDistortion' in steps and steps['LoadAnnotations'].reduce_zero_label
-    assert cfg.val_evaluator.type == 'IoUMetric' and cfg.model.test_cfg.mode == 'whole'
-    assert cfg.default_hooks.checkpoint.type == 'SafeCheckpointHook'
-    assert cfg.default_hooks.checkpoint.by_epoch is False
-
-
-@pytest.mark.parametrize('arch', ['s1', 's2', 's3', 's4'])
-def test_sem_fpn_recipe(arch):
-    cfg = _cfg(osp.join(ROOT, f'configs/sem_fpn/shvit_{arch}.py'))
-    _common_ade(cfg, arch)
-    head = cfg.model.decode_head
-    assert head.type == 'FPNHead' and head.feature_strides == [4, 8, 16, 32]
-    assert (head.channels, head.dropout_ratio) == (128, 0.1) and 'auxiliary_head' not in cfg.model
-    assert _plain(cfg.optim_wrapper.optimizer) == dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999),
-                                               weight_decay=1e-4)
-    assert _plain(cfg.param_scheduler) == [dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0,
-                                        end=40000, by_epoch=False)]
-    assert _plain(cfg.train_cfg) == dict(type='IterBasedTrainLoop', max_iters=40000,
-                                         val_interval=4000)
-    assert cfg.train_dataloader.batch_size == 4
-    assert _plain(cfg.auto_scale_lr) == dict(enable=False, base_batch_size=32)
-
-
-@pytest.mark.parametrize('arch', ['s1', 's2', 's3', 's4'])
-def test_upernet_recipe(arch):
-    cfg = _cfg(osp.join(ROOT, f'configs/upernet/shvit_{arch}.py'))
-    _common_ade(cfg, arch)
-    head, aux = cfg.model.decode_head, cfg.model.auxiliary_head
-    assert head.type == 'UPerHead' and head.in_channels == [256] * 4
-    assert head.pool_scales == (1, 2, 3, 6) and head.channels == 512
-    assert aux.type == 'FCNHead' and (aux.in_index, aux.in_channels) == (2, 256)
-    assert aux.loss_decode.loss_weight == 0.4 and aux.num_classes == 150
-    assert _plain(cfg.optim_wrapper.optimizer) == dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999),
-                                               weight_decay=0.01)
-    assert _plain(cfg.optim_wrapper.paramwise_cfg) == dict(norm_decay_mult=0.)
-    warmup, poly = cfg.param_scheduler
-    assert _plain(warmup) == dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0,
-                                  end=1500)
-    assert _plain(poly) == dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=160000,
-                        by_epoch=False)
-    assert _plain(cfg.train_cfg) == dict(type='IterBasedTrainLoop', max_iters=160000,
-                                         val_interval=16000)
-    assert cfg.train_dataloader.batch_size == 2
-    assert _plain(cfg.auto_scale_lr) == dict(enable=False, base_batch_size=16)
-
-
-def test_headers_name_recipe_and_peers():
-    for path in ADE_CONFIGS:
-        with open(path) as f:
-            header = f.read().split('_base_')[0]
-        assert 'SPEC' not in header and '../shared' not in header
-        if path.endswith('shvit_s4.py'):
-            if 'sem_fpn' in path:
-                for peer in ('PoolFormer-S12 37.2', 'FastViT-SA12 38.0', 'EfficientFormer-L1 38.9',
-                             'RepViT-M1.1 40.6', 'EfficientFormerV2-S2 42.4'):
-                    assert peer in ' '.join(header.replace('#', ' ').split()), peer
-            else:
-                swin = 'swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512'
-                assert swin in header
-        else:
-            assert './shvit_s4.py' in header
+def test_upernet_no_weight_decay_on_norms(built):
+    """UPerNet's recipe: weight decay 0.01, none on any normalisation layer (backbone and heads)."""
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from torch.nn.modules.batchnorm import _BatchNorm
+    from torch.nn.modules.instancenorm import _InstanceNorm
+    path = osp.join(ROOT, 'configs', 'upernet', 'shvit_s1.py')
+    model = built(path)
+    wrapper = build_optim_wrapper(model, Config.fromfile(path).optim_wrapper)
+    decay = {id(p): g['weight_decay'] for g in wrapper.optimizer.param_groups for p in g['params']}
+    norms = (_BatchNorm, _InstanceNorm, torch.nn.GroupNorm, torch.nn.LayerNorm)
+    for name, module in model.named_modules():
+        for p in module.parameters(recurse=False):
+            assert decay[id(p)] == (0 if isinstance(module, norms) else 0.01), name
 
 
 # ------------------------------------------------------------------------------------------------
-# every config: one training step and predictions of odd / non-square pictures
+# every config: the pyramid the heads read, one training step and predictions of odd / non-square
+# pictures
 # ------------------------------------------------------------------------------------------------
 def _samples(shapes, num_classes, seed=0):
     from mmengine.structures import PixelData
@@ -159,8 +99,20 @@ def built():
 
 @pytest.mark.parametrize('path', ALL_CONFIGS, ids=_ids)
 def test_train_step_and_odd_size_prediction(path, built):
+    from mmengine.config import Config
     model = built(path)
     num_classes = model.decode_head.num_classes
+    # the decode head reads a stride 4/8/16/32 pyramid (FPNHead: the strides it is told), an
+    # auxiliary head stride 16
+    model.eval()
+    with torch.no_grad():
+        feats = model.extract_feat(torch.zeros(1, 3, 64, 128))
+    strides = [64 // f.shape[-2] for f in feats]
+    head_strides = [strides[i] for i in model.decode_head.in_index]
+    assert head_strides == [4, 8, 16, 32]
+    assert head_strides == getattr(model.decode_head, 'feature_strides', head_strides)
+    if getattr(model, 'auxiliary_head', None) is not None:
+        assert strides[model.auxiliary_head.in_index] == 16
     # one training step on a small non-square batch whose sides are no multiple of 16, through the
     # model's loss directly (the data preprocessor would pad it to the 512x512 training crop)
     torch.manual_seed(0)
@@ -178,6 +130,9 @@ def test_train_step_and_odd_size_prediction(path, built):
     for name, p in backbone.named_parameters():
         if p.requires_grad:
             assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    # DDP must expect unused parameters exactly when the model has some
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert Config.fromfile(path).get('find_unused_parameters', False) == bool(unused), unused
     model.zero_grad()
 
     # prediction through test_step (data preprocessor included): odd and non-square pictures

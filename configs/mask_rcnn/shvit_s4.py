@@ -1,7 +1,7 @@
 # Mask R-CNN 1x with SHViT-S4: the official SHViT detection recipe, composed from MMDetection's
 # mask-rcnn_r50_fpn_1x_coco.py parts.
 _base_ = [
-    'mmdet::_base_/models/mask-rcnn_r50_fpn.py', 'mmdet::_base_/datasets/coco_instance.py',
+    'mmdet::_base_/models/mask-rcnn_r50_fpn.py', '../_base_/datasets/coco_instance.py',
     '../_base_/schedules/shvit_adamw_1x.py', '../_base_/default_runtime_det.py',
     '../_base_/shvit_variants.py'
 ]

@@ -1,7 +1,7 @@
 # RetinaNet 1x with SHViT-S4: the official SHViT detection recipe, composed from MMDetection's
 # retinanet_r50_fpn_1x_coco.py parts.
 _base_ = [
-    'mmdet::_base_/models/retinanet_r50_fpn.py', 'mmdet::_base_/datasets/coco_detection.py',
+    'mmdet::_base_/models/retinanet_r50_fpn.py', '../_base_/datasets/coco_detection.py',
     '../_base_/schedules/shvit_adamw_1x.py', '../_base_/default_runtime_det.py',
     'mmdet::retinanet/retinanet_tta.py', '../_base_/shvit_variants.py'
 ]

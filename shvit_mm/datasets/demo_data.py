@@ -12,7 +12,9 @@ Creation is deterministic: every image is drawn from its own random stream seede
 ``(seed, split, index)``, so the same arguments give the same files byte for byte (on a given
 OpenCV/NumPy build), and a smaller dataset is a prefix of a larger one. The set is written to a
 temporary directory beside the target and renamed into place only when complete, so a crash or
-several processes creating it at once never leave a half-written dataset behind.
+several processes creating it at once never leave a half-written dataset behind. That directory
+is named after the host and process making it, so that a later creation removes the ones of
+killed processes (:func:`make_staging_dir`); it and the files honour the umask.
 
 Layout under ``root`` (default ``data/shvit_demo``, relative to the current directory)::
 
@@ -29,7 +31,7 @@ import json
 import os
 import os.path as osp
 import shutil
-import tempfile
+import socket
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -259,6 +261,37 @@ def _spec(num_train, num_val, seed, min_side, max_side, max_objects) -> Dict:
     return spec
 
 
+def make_staging_dir(target: str) -> str:
+    """Create an empty folder beside ``target`` to write it in, then rename it to ``target``.
+
+    Its name, ``.<name of target>.tmp-<host>-<pid>-<random>``, tells whose it is: the staging
+    folders of ``target`` that a dead process of this host left (a kill during creation) are
+    removed first; those of live processes (a concurrent creation) or other hosts are left alone.
+    Unlike :func:`tempfile.mkdtemp` (mode 0700) it is made with the umask's mode, which the final
+    folder keeps.
+    """
+    parent, prefix = osp.dirname(target), f'.{osp.basename(target)}.tmp-'
+    host = socket.gethostname()
+    for name in os.listdir(parent) if os.name == 'posix' else ():
+        owner = name[len(prefix):].rsplit('-', 2) if name.startswith(prefix) else ()
+        if len(owner) == 3 and owner[0] == host and owner[1].isdigit() and \
+                not _process_alive(int(owner[1])):
+            shutil.rmtree(osp.join(parent, name), ignore_errors=True)
+    tmp = osp.join(parent, f'{prefix}{host}-{os.getpid()}-{os.urandom(4).hex()}')
+    os.mkdir(tmp)  # mode 0777 minus the umask
+    return tmp
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def demo_dataset_ready(root: str, spec: Optional[Dict] = None) -> bool:
     """Whether a complete demo dataset is at ``root`` (made with ``spec`` when given)."""
     meta_file = osp.join(root, 'meta.json')
@@ -301,7 +334,7 @@ def make_demo_dataset(root: str = DEFAULT_DEMO_ROOT,
     if verbose:
         print(f'shvit_mm: creating the demo dataset ({num_train} train + {num_val} val images) '
               f'in {root} ...', flush=True)
-    tmp = tempfile.mkdtemp(prefix='.' + osp.basename(root) + '.tmp-', dir=parent)
+    tmp = make_staging_dir(root)
     try:
         photos = _load_photos()
         os.makedirs(osp.join(tmp, 'annotations'))

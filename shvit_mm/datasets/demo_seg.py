@@ -14,7 +14,8 @@ picture, same name stem)::
 
 :func:`make_demo_label_maps` writes them on first use, deterministically (a pure function of the
 annotation files), into a temporary sibling folder that is renamed into place when complete, so an
-interrupted run or several processes at once never leave a partial set. Maps made from another
+interrupted run or several processes at once never leave a partial set (the staging folder of
+:func:`shvit_mm.datasets.demo_data.make_staging_dir`). Maps made from another
 version of the pictures are refused with a message saying what to delete.
 
 Codebase-neutral: NumPy, OpenCV and pycocotools only. MMSegmentation uses it through
@@ -24,12 +25,11 @@ import json
 import os
 import os.path as osp
 import shutil
-import tempfile
 from typing import Dict
 
 import numpy as np
 
-from .demo_data import DEMO_CLASSES, DEMO_PALETTE
+from .demo_data import DEMO_CLASSES, DEMO_PALETTE, make_staging_dir
 
 __all__ = ['DEMO_SEG_CLASSES', 'DEMO_SEG_PALETTE', 'SEG_MAP_DIR', 'make_demo_label_maps',
            'demo_label_maps_ready', 'coco_to_label_map']
@@ -140,7 +140,7 @@ def make_demo_label_maps(root: str, verbose: bool = True) -> str:
     if osp.exists(target) and os.listdir(target):
         raise RuntimeError(f'{target} exists but holds no complete label maps (no meta.json). '
                            'Delete it; it is re-made from the annotations on the next run.')
-    tmp = tempfile.mkdtemp(prefix=f'.{SEG_MAP_DIR}.tmp-', dir=root)
+    tmp = make_staging_dir(target)
     try:
         counts = [_write_split(root, tmp, split) for split in _SPLITS]
         with open(osp.join(tmp, 'meta.json'), 'w') as f:

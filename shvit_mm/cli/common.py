@@ -14,7 +14,8 @@ from mmengine.config import Config, DictAction
 from shvit_mm.apis.config import ConfigError, read_config, setup_registries
 from shvit_mm.engine.distributed import LauncherError, setup_cpu_distributed, teardown_distributed
 from shvit_mm.models.backbones.shvit_weights import CheckpointFormatError
-from shvit_mm.utils.safe_load import UnsafeCheckpointError, unsafe_checkpoint_error
+from shvit_mm.utils.safe_load import (CheckpointFileError, UnsafeCheckpointError,
+                                      check_checkpoint_file, unsafe_checkpoint_error)
 
 
 class ToolError(RuntimeError):
@@ -27,11 +28,12 @@ class DatasetNotFoundError(ToolError, FileNotFoundError):
 
 def cli(main, argv=None):
     """Run ``main(argv)`` for the command line: a user error (:class:`ToolError`, a launcher this
-    machine cannot run, an unsafe or malformed checkpoint) becomes ``error: ...`` on stderr and exit
+    machine cannot run, an unsafe, malformed or incomplete checkpoint file) becomes ``error: ...`` on stderr and exit
     status 1 instead of a traceback."""
     try:
         return main(argv)
-    except (ToolError, LauncherError, UnsafeCheckpointError, CheckpointFormatError) as e:
+    except (ToolError, LauncherError, UnsafeCheckpointError, CheckpointFormatError,
+            CheckpointFileError) as e:
         print(f'error: {e}', file=sys.stderr, flush=True)
         raise SystemExit(1)
 
@@ -92,11 +94,14 @@ def setup_threads(cfg: Config) -> None:
 
 
 def build_runner(cfg: Config, dataloaders: Sequence[str], evaluators: Sequence[str] = ()):
-    """Check the data, set threads and CPU distributed up, then build the config's Runner."""
+    """Check the data and the ``load_from`` file (empty, truncated, not a checkpoint: one line
+    saying which), set threads and CPU distributed up, then build the config's Runner."""
     if cfg.default_scope == 'mmdet':
         from mmdet.utils import setup_cache_size_limit_of_dynamo
         setup_cache_size_limit_of_dynamo()  # fewer repeated compilations, as in MMDetection
     check_datasets(cfg, dataloaders, evaluators)
+    if cfg.get('load_from') and not _is_remote(cfg.load_from):
+        check_checkpoint_file(cfg.load_from)
     setup_threads(cfg)
     setup_cpu_distributed(cfg)
     from mmengine.registry import RUNNERS

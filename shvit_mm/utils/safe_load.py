@@ -3,7 +3,8 @@
 ``torch.load(weights_only=True)`` with a short allow-list of the plain classes MMEngine's own
 checkpoints contain (see :func:`register_safe_globals`); ``.safetensors`` through safetensors; http(s)
 addresses downloaded once into torch hub's cache. A file that needs anything else is refused with
-:class:`UnsafeCheckpointError` and nothing in it runs.
+:class:`UnsafeCheckpointError` and nothing in it runs; a file that is not a complete checkpoint
+(empty, truncated, text, another format) is named as such by :class:`CheckpointFileError`.
 """
 from __future__ import annotations
 
@@ -11,15 +12,21 @@ import os
 import os.path as osp
 import pickle
 import re
-from typing import List
+import zipfile
+from typing import List, Optional
 
 import torch
 
-__all__ = ['UnsafeCheckpointError', 'safe_load', 'register_safe_globals', 'unsafe_checkpoint_error']
+__all__ = ['UnsafeCheckpointError', 'CheckpointFileError', 'safe_load', 'register_safe_globals',
+           'unsafe_checkpoint_error', 'checkpoint_file_problem', 'check_checkpoint_file']
 
 
 class UnsafeCheckpointError(RuntimeError):
     """The file would need arbitrary code to be unpickled; it was not loaded."""
+
+
+class CheckpointFileError(ValueError):
+    """The file is not a complete checkpoint (missing, empty, truncated, another format)."""
 
 
 _SAFE_GLOBALS_REGISTERED = False
@@ -127,11 +134,60 @@ def safe_load(filename: str, map_location='cpu') -> dict:
         from safetensors.torch import load_file
         device = map_location if isinstance(map_location, str) else 'cpu'
         return load_file(filename, device=device)
+    check_checkpoint_file(filename)
     register_safe_globals()
     try:
         return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise unsafe_checkpoint_error(filename, e) from e
+    except (EOFError, RuntimeError) as e:  # a record cut short or damaged, the file's head intact
+        if not isinstance(e, EOFError) and not re.search('PytorchStreamReader|EOF|corrupt', str(e)):
+            raise
+        raise CheckpointFileError(f'Cannot load checkpoint {filename}: it is truncated or damaged '
+                                  f'({(str(e) or type(e).__name__).splitlines()[0]})') from e
+
+
+#: The first bytes of PyTorch's pre-1.6 (non-zip) checkpoint format: its pickled magic number.
+_LEGACY_HEAD = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)[:-1]
+
+
+def checkpoint_file_problem(filename: str) -> Optional[str]:
+    """What keeps ``filename`` from being a complete PyTorch checkpoint, in a few words (None when
+    nothing does). Reads the file's first bytes and its zip directory, not the tensors; a
+    ``.safetensors`` file is left to safetensors."""
+    if not osp.isfile(filename):
+        return 'does not exist'
+    size = osp.getsize(filename)
+    if size == 0:
+        return 'is empty (0 bytes)'
+    if filename.endswith('.safetensors'):
+        return None
+    with open(filename, 'rb') as f:
+        head = f.read(32)
+    if zipfile.is_zipfile(filename):
+        with zipfile.ZipFile(filename) as z:
+            if any(n.endswith('data.pkl') for n in z.namelist()):
+                return None
+        return f'is a zip archive, not a PyTorch checkpoint ({size} bytes, no data.pkl in it)'
+    if head.startswith(b'PK\x03\x04'):
+        return (f'is a truncated PyTorch checkpoint ({size} bytes, the end of the file is missing: '
+                'the write was interrupted or the copy is incomplete)')
+    if head.startswith(_LEGACY_HEAD):
+        return None
+    try:
+        text = all(c.isprintable() or c.isspace() for c in head.decode('utf-8'))
+    except UnicodeDecodeError:
+        text = False
+    kind = 'text' if text else 'binary data of another format'
+    return f'is not a PyTorch checkpoint ({kind}, {size} bytes, starting {head[:16]!r})'
+
+
+def check_checkpoint_file(filename: str) -> None:
+    """Raise :class:`CheckpointFileError` (one line: what the file is) unless ``filename`` is a
+    complete checkpoint file; see :func:`checkpoint_file_problem`."""
+    problem = checkpoint_file_problem(filename)
+    if problem is not None:
+        raise CheckpointFileError(f'Cannot load checkpoint {filename}: it {problem}.')
 
 
 def unsafe_checkpoint_error(filename: str, error: Exception) -> UnsafeCheckpointError:

@@ -4,10 +4,10 @@ MMEngine's analyzers count (those behind ``get_model_complexity_info``: one mult
 "FLOP", the convention of the SHViT paper and of MMDetection's tables); operators without a FLOP
 handler (element-wise ops, softmax, NMS, RoIAlign) are listed, not counted. A config's model runs
 in ``mode='tensor'`` (backbone, neck and heads, no post-processing) on one synthetic image with
-the meta-information its heads need, as MMDetection's ``get_flops.py`` does with a real image.
-"""
+the meta-information its heads need, as MMDetection's ``get_flops.py`` does with a real image."""
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
@@ -34,27 +34,31 @@ def parse_shape(shape: Union[int, Sequence[int]]) -> Tuple[int, int]:
     return shape[0], shape[1]
 
 
-def model_complexity(model: nn.Module, inputs: Tuple[Any, ...], show_table: bool = False
-                     ) -> Dict[str, Any]:
-    """Count ``model(*inputs)`` (eval, no grad): one trace gives the totals, the per-module split
-    and the operators without a FLOP handler."""
+def model_complexity(model: nn.Module, x: torch.Tensor, show_table: bool = False) -> dict:
+    """Count ``model(x)`` (eval, no grad): one trace gives the totals, the FLOPs and parameters of
+    each top-level child (``by_module``) and the operators without a FLOP handler."""
     from mmengine.analysis import ActivationAnalyzer, FlopAnalyzer, parameter_count
     from mmengine.analysis.print_helper import complexity_stats_table
     model.eval()
     with torch.no_grad():
-        flops, acts = FlopAnalyzer(model, inputs), ActivationAnalyzer(model, inputs)
+        flops, acts = FlopAnalyzer(model, x), ActivationAnalyzer(model, x)
         for analyzer in (flops, acts):
             analyzer.unsupported_ops_warnings(False)
             analyzer.uncalled_modules_warnings(False)
-        return dict(flops=int(flops.total()), params=int(parameter_count(model)['']),
-                    activations=int(acts.total()), by_module_flops=dict(flops.by_module()),
+        per_module, params = flops.by_module(), parameter_count(model)
+        table = '\n' + complexity_stats_table(flops=flops, activations=acts,
+                                              show_param_shapes=True) if show_table else ''
+        return dict(flops=int(flops.total()), params=int(params['']), activations=int(acts.total()),
+                    by_module={name: dict(flops=int(per_module.get(name, 0)),
+                                          params=int(params.get(name, 0)))
+                               for name, _ in model.named_children()},
                     unsupported_ops=dict(flops.unsupported_ops()),
-                    table='\n' + complexity_stats_table(flops=flops, activations=acts,
-                                                        show_param_shapes=True) if show_table else '')
+                    table=table)
 
 
-def backbone_complexity(name_or_model: Union[str, nn.Module], shape: Union[int, Sequence[int]] = 512,
-                        deploy: bool = True, show_table: bool = False) -> Dict[str, Any]:
+def backbone_complexity(name_or_model: Union[str, nn.Module],
+                        shape: Union[int, Sequence[int]] = 512, deploy: bool = True,
+                        show_table: bool = False) -> Dict[str, Any]:
     """Complexity of a backbone (a module or a name of :data:`~shvit_mm.benchmark.zoo.ARCHS`) at a
     (3, H, W) input; ``deploy`` folds its BatchNorms first, as deployed."""
     h, w = parse_shape(shape)
@@ -63,22 +67,11 @@ def backbone_complexity(name_or_model: Union[str, nn.Module], shape: Union[int, 
     if deploy:
         fuse_for_deploy(model)
     p = next(model.parameters())
-    info = model_complexity(model, (torch.randn(1, 3, h, w, dtype=p.dtype, device=p.device), ),
+    info = model_complexity(model, torch.randn(1, 3, h, w, dtype=p.dtype, device=p.device),
                             show_table)
-    del info['by_module_flops']
+    del info['by_module']
     return dict(info, target=name_or_model if named else type(model).__name__, kind='backbone',
                 shape=(h, w))
-
-
-class _TensorMode(nn.Module):
-    """Calls a model in ``mode='tensor'`` with fixed data samples (for tracing)."""
-
-    def __init__(self, model: nn.Module, data_samples: Optional[list]) -> None:
-        super().__init__()
-        self.model, self.data_samples = model, data_samples
-
-    def forward(self, x: torch.Tensor) -> Any:
-        return self.model(x, self.data_samples, mode='tensor')
 
 
 def config_complexity(config: Union[str, Any], shape: Union[int, Sequence[int]] = (800, 1333),
@@ -91,19 +84,18 @@ def config_complexity(config: Union[str, Any], shape: Union[int, Sequence[int]] 
     pretrained download: only shapes count). ``by_module`` has the FLOPs and parameters of each
     top-level child (backbone, neck, heads; the data preprocessor left out).
     """
-    from mmengine.analysis import parameter_count
     cfg = read_config(config, cfg_options)
     model, scope = build_model(cfg, init=False), codebase_of(cfg)
     if deploy:
         fuse_for_deploy(model)
     h, w = parse_shape(shape)
     x, samples, padded = synthetic_batch(cfg, (h, w))
-    info = model_complexity(_TensorMode(model, samples).eval(), (x, ), show_table=show_table)
-    per_module, params = info.pop('by_module_flops'), parameter_count(model)
-    parts = {name: dict(flops=int(per_module.get(f'model.{name}', 0)), params=int(params.get(name, 0)))
-             for name, _ in model.named_children() if name != 'data_preprocessor'}
+    # the data samples bound to forward, as MMDetection's get_flops.py does: tracing takes tensors
+    model.forward = functools.partial(model.forward, data_samples=samples, mode='tensor')
+    info = model_complexity(model, x, show_table)
+    info['by_module'].pop('data_preprocessor', None)
     info.update(target=config if isinstance(config, str) else 'config', kind=KINDS[scope],
-                codebase=scope, shape=(h, w), padded_shape=padded, by_module=parts)
+                codebase=scope, shape=(h, w), padded_shape=padded)
     info[KINDS[scope]] = type(model).__name__
     return info
 

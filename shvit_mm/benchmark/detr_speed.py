@@ -1,12 +1,10 @@
 """Speed and size of single-head against multi-head Deformable DETR, measured side by side.
 
-Both detectors are built from their configs and get the same weights wherever shapes agree (the
-single-head model loads the multi-head one's state dict with ``strict=False``); they run on the
+Both detectors are built from their configs, share the weights wherever shapes agree and run on the
 same input. The timed :data:`STAGES` are ``encoder`` (``forward_encoder``), ``decoder``
-(``forward_decoder``), ``transformer`` (``forward_transformer``) and ``model`` (``predict``: backbone,
-neck, transformer, head and box decoding). The speed-up is ``median(multi) / median(single)``; the
-JSON also keeps the median of the per-repetition ratios and every raw time.
-"""
+(``forward_decoder``), ``transformer`` (``forward_transformer``) and ``model`` (``predict``:
+backbone to box decoding). The speed-up is ``median(multi) / median(single)``; the JSON also keeps
+the median of the per-repetition ratios and every raw time."""
 from __future__ import annotations
 
 import statistics
@@ -39,7 +37,7 @@ def count_parameters(model: nn.Module) -> Dict[str, int]:
 
 
 def attention_layout(model: nn.Module) -> Dict[str, List[str]]:
-    """``heads x head-dims`` of every multi-scale deformable attention, per encoder/decoder layer."""
+    """``heads x head-dims`` of each multi-scale deformable attention, per encoder/decoder layer."""
     def describe(attn: nn.Module) -> str:
         return f'{attn.num_heads}x{attn.value_proj.out_features // attn.num_heads}'
     return dict(encoder=[describe(layer.self_attn) for layer in model.encoder.layers],
@@ -48,7 +46,8 @@ def attention_layout(model: nn.Module) -> Dict[str, List[str]]:
 
 def share_weights(src: nn.Module, dst: nn.Module) -> List[str]:
     """Copy every tensor of ``src`` into ``dst`` where names and shapes agree (MMEngine's
-    ``load_state_dict``, ``strict=False``); returns the names of ``dst`` tensors left as they were."""
+    ``load_state_dict``, ``strict=False``); returns the names of ``dst`` tensors left as they
+    were."""
     from mmengine.runner.checkpoint import load_state_dict
     src_sd, dst_sd = src.state_dict(), dst.state_dict()
     load_state_dict(dst, src_sd, strict=False, logger='silent')
@@ -110,11 +109,11 @@ class DetrSpeed(Benchmark):
             fns = {name: _stage_fns(m, inputs, samples) for name, m in models.items()}
             times = self.interleave({(n, s): fns[n][s] for s in self.stages for n in models},
                                     device=device, tag=f'{device} | ')
-        # the process's CPU time says nothing about GPU work
-        clocks = ('wall', ) if device.startswith('cuda') else ('wall', 'cpu')
-        entry = dict(device_name=torch.cuda.get_device_name(device) if device.startswith('cuda')
-                     else cpu_model(), times={c: {n: {s: times[n, s][c] for s in self.stages}
-                                            for n in models} for c in clocks})
+        cuda = device.startswith('cuda')
+        clocks = ('wall', ) if cuda else ('wall', 'cpu')  # CPU time says nothing of GPU work
+        entry = dict(device_name=torch.cuda.get_device_name(device) if cuda else cpu_model(),
+                     times={c: {n: {s: times[n, s][c] for s in self.stages} for n in models}
+                            for c in clocks})
         entry['parts'] = {c: {s: _summary(times['multi', s][c], times['single', s][c])
                               for s in self.stages} for c in clocks}
         if self.layer_profile:
@@ -130,7 +129,7 @@ class DetrSpeed(Benchmark):
         timer = PartTimer({(i, k): [m] for i, layer in enumerate(layers)
                            for k, m in (('attn', layer.self_attn), ('ffn', layer.ffn),
                                         ('layer', layer))}, device, nested=True,
-                          clock=time.perf_counter if device.startswith('cuda') else time.process_time)
+                          clock=time.process_time if device == 'cpu' else time.perf_counter)
         with torch.no_grad():
             enc_in, _ = model.pre_transformer(model.extract_feat(inputs), samples)
             runs = [timer(lambda: model.forward_encoder(**enc_in)) for _ in range(self.reps)]
@@ -152,33 +151,34 @@ class DetrSpeed(Benchmark):
                 lines += ['', f'**{device}**: skipped ({entry["skipped"]})']
                 continue
             parts, clocks = entry['parts'], list(entry['parts'])
-            head = ['part'] + [x for c in clocks for x in (f'multi-head {c} ms', f'single-head {c} ms',
-                                                           f'{c} speed-up')]
-            rows = [[s] + [x for c in clocks for x in (f"{parts[c][s]['multi_ms']:.1f}",
-                                                       f"{parts[c][s]['single_ms']:.1f}",
-                                                       f"{parts[c][s]['speedup']:.2f}x")]
-                    for s in parts[clocks[0]]]
+            head = ['part'] + [x for c in clocks for x in (
+                f'multi-head {c} ms', f'single-head {c} ms', f'{c} speed-up')]
+            rows = [[s] + [x for c in clocks for p in [parts[c][s]] for x in (
+                f"{p['multi_ms']:.1f}", f"{p['single_ms']:.1f}", f"{p['speedup']:.2f}x")]
+                for s in parts[clocks[0]]]
             lines += ['', f"**{device}** ({entry['device_name']})", ''] + markdown_table(head, rows)
             if 'encoder_layers' in entry:
                 lm, ls = entry['encoder_layers']['multi'], entry['encoder_layers']['single']
                 sm, ss = sum(x['layer'] for x in lm), sum(x['layer'] for x in ls)
                 kept = sum(b['layer'] for b, m, s in zip(ls, att['multi']['encoder'],
                                                          att['single']['encoder']) if m == s)
-                keys = ('attn', 'ffn', 'layer')
-                rows = [[i + 1] + [f'{x[k]:.0f}' for x in (a, b) for k in keys]
-                        + [f"{a['layer'] / b['layer']:.2f}x"] for i, (a, b) in enumerate(zip(lm, ls))]
-                lines += ['', f"Encoder layers ({'wall' if device.startswith('cuda') else 'cpu'} ms, "
-                          f"best of {cfg['reps']}):", ''] + markdown_table(
-                    ['layer'] + [f'{w} {k}' for w in ('multi', 'single') for k in ('attn', 'FFN', 'layer')]
-                    + ['layer speed-up'], rows) + [
-                    '', f'Sum of layers: {sm:.0f} vs {ss:.0f} ms ({sm / ss:.2f}x); if the changed layers '
-                    f"cost nothing: {sm / kept if kept else float('inf'):.2f}x."]
+                rows = [[i + 1] + [f'{x[k]:.0f}' for x in (a, b) for k in ('attn', 'ffn', 'layer')]
+                        + [f"{a['layer'] / b['layer']:.2f}x"]
+                        for i, (a, b) in enumerate(zip(lm, ls))]
+                head = ['layer'] + [f'{w} {k}' for w in ('multi', 'single')
+                                    for k in ('attn', 'FFN', 'layer')] + ['layer speed-up']
+                lines += ['', f"Encoder layers ({clocks[-1]} ms, best of {cfg['reps']}):", '']
+                lines += markdown_table(head, rows) + [
+                    '', f'Sum of layers: {sm:.0f} vs {ss:.0f} ms ({sm / ss:.2f}x); if the changed '
+                    f"layers cost nothing: {sm / kept if kept else float('inf'):.2f}x."]
         pm, ps = result['params']['multi'], result['params']['single']
         rows = [[k, f'{pm[k] / 1e6:.3f}', f'{ps[k] / 1e6:.3f}', f'{(ps[k] - pm[k]) / 1e6:+.3f}']
                 for k in _PARAM_KEYS]
         if paper:
-            (mf, mp), (sf, sp) = ((paper[k]['fps'], paper[k]['params_m']) for k in ('multi', 'single'))
-            lines += ['', f'Paper (Table 9, whole model on a GPU): {mf} -> {sf} FPS, {sf / mf:.2f}x.']
+            (mf, mp), (sf, sp) = ((paper[k]['fps'], paper[k]['params_m'])
+                                  for k in ('multi', 'single'))
+            lines += ['', 'Paper (Table 9, whole model on a GPU): '
+                      f'{mf} -> {sf} FPS, {sf / mf:.2f}x.']
             rows.append(['paper (Table 9)', f'{mp:.1f}', f'{sp:.1f}', f'{sp - mp:+.1f}'])
         return '\n'.join(lines + [''] + markdown_table(
             ['parameters (M)', 'multi-head', 'single-head', 'difference'], rows) + [

@@ -1,11 +1,7 @@
-"""What every benchmark here shares, in the shape of MMDetection's ``BaseBenchmark``.
-
-:meth:`Benchmark.run` fixes the thread count, records the environment and the load (``uptime``)
-before and after, and calls the subclass's ``measure()``, which times its candidates with
-:meth:`Benchmark.interleave`: each repetition runs every candidate once, the first one rotating, so
-a burst of load on a shared machine hits all alike; each call is read on the wall clock and on the
-process's CPU time (which leaves out waiting for a core), the device synchronised around it.
-"""
+"""What every benchmark here shares, in the shape of MMDetection's ``BaseBenchmark``: a run under a
+fixed thread count that records the environment and the load before and after
+(:meth:`Benchmark.run`), interleaved timing on two clocks (:meth:`Benchmark.interleave`), time per
+sub-module (:class:`PartTimer`), synthetic inputs per codebase, and JSON + markdown output."""
 from __future__ import annotations
 
 import functools
@@ -69,8 +65,7 @@ def environment(device: str = 'cpu', threads: Optional[int] = None) -> Dict[str,
 
 
 def synthetic_batch(cfg: Any, shape: Tuple[int, int], batch_size: int = 1, device: str = 'cpu',
-                    seed: int = 0, num_classes: int = 0) -> Tuple[torch.Tensor, Optional[list],
-                                                                  Tuple[int, int]]:
+                    seed: int = 0, num_classes: int = 0) -> tuple:
     """Random images of ``shape`` (H, W) for the model of config ``cfg`` as its data preprocessor
     hands them over at test time: normalised, padded to its divisor (MMDetection's
     ``pad_size_divisor``, MMSegmentation's ``test_cfg.size_divisor``), with the data samples the
@@ -207,9 +202,10 @@ class Benchmark:
                    warmup: Optional[int] = None, device: Optional[str] = None, tag: str = '',
                    keep: bool = False) -> Dict[Any, Dict[str, list]]:
         """Time the no-argument callables ``fns``: ``warmup`` untimed then ``reps`` timed rounds,
-        each calling every one once, starting one further along each round. Returns, per name,
-        the ``wall`` and ``cpu`` seconds of each timed call (with ``keep``, its return value under
-        ``returns``)."""
+        each calling every one once, starting one further along each round, so that a burst of
+        load on a shared machine hits all alike. Returns, per name, the ``wall`` and ``cpu``
+        (process) seconds of each timed call, the device synchronised around it, and with
+        ``keep`` its return value under ``returns``."""
         reps, warmup = reps or self.reps, self.warmup if warmup is None else warmup
         device, names, total, start = device or self.device, list(fns), warmup + reps, time.time()
         times = {n: dict(wall=[], cpu=[], returns=[]) for n in names}

@@ -2,8 +2,7 @@
 default), batch 16 on the CPU with one thread or 32 on a GPU; latency per image (batch time /
 batch size) as the median over interleaved repetitions with its 25-75 % spread. Large matrix
 multiplies timed in the same rotation give the machine's fp32/bf16 peak at that moment, against
-which each backbone's achieved GFLOP/s (2 x multiply-adds / time) is reported.
-"""
+which each backbone's achieved GFLOP/s (2 x multiply-adds / time) is reported."""
 from __future__ import annotations
 
 import functools
@@ -14,7 +13,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -26,35 +25,31 @@ from .harness import Benchmark, markdown_table, summarize, sync
 from .zoo import ARCHS, MODES, BenchEntry, build_candidate, skip_reason
 
 
-class _Gemm:
-    """A large matrix multiply timed in the models' rotation: the machine's peak at that moment."""
-
-    def __init__(self, name: str, dtype: torch.dtype, device: str, size: int = 1024,
-                 rows: int = 4096, onednn: bool = False) -> None:
-        self.name, self.flops, side = name, 2.0 * rows * size * size, math.isqrt(rows)
-        shapes = ((1, size, side, side), (size, size, 1, 1)) if onednn else ((rows, size), (size, size))
-        gen = torch.Generator().manual_seed(0)
-        a, b = (torch.randn(*s, generator=gen).to(device, dtype) for s in shapes)
-        if onednn:  # a 1x1 channels-last convolution: oneDNN's GEMM, as in pointwise convolutions
-            a, b = (t.contiguous(memory_format=torch.channels_last) for t in (a, b))
-            self.fn = lambda: torch.ops.aten.mkldnn_convolution(a, b, None, [0, 0], [1, 1], [1, 1], 1)
-        else:
-            self.fn = lambda: torch.mm(a, b)
-
-    def __call__(self) -> torch.Tensor:
-        with torch.inference_mode():
-            return self.fn()
-
-
-def _gemms(device: str) -> List[_Gemm]:
+def _gemms(device: str) -> Dict[str, Tuple[float, Callable[[], torch.Tensor]]]:
+    """Large matrix multiplies timed in the models' rotation, name -> (FLOPs, call): the machine's
+    peak at that moment. oneDNN's fp32 one is a 1x1 channels-last convolution, as pointwise
+    convolutions run."""
     if device.startswith('cuda'):
         torch.backends.cuda.matmul.allow_tf32 = False
-        return [_Gemm(f'gemm {n}', t, device, 4096, 8192)
-                for n, t in (('fp32', torch.float32), ('bf16', torch.bfloat16))]
-    specs = (('gemm fp32 (MKL/BLAS)', torch.float32, False, True),
-             ('gemm fp32 (oneDNN)', torch.float32, True, torch.backends.mkldnn.is_available()),
-             ('gemm bf16 (oneDNN)', torch.bfloat16, False, cpu_bf16_support()['fast']))
-    return [_Gemm(name, dtype, device, onednn=onednn) for name, dtype, onednn, ok in specs if ok]
+        size, rows, specs = 4096, 8192, [('gemm fp32', torch.float32, False, True),
+                                         ('gemm bf16', torch.bfloat16, False, True)]
+    else:
+        size, rows, specs = 1024, 4096, [
+            ('gemm fp32 (MKL/BLAS)', torch.float32, False, True),
+            ('gemm fp32 (oneDNN)', torch.float32, True, torch.backends.mkldnn.is_available()),
+            ('gemm bf16 (oneDNN)', torch.bfloat16, False, cpu_bf16_support()['fast'])]
+    out, side = {}, math.isqrt(rows)
+    for name, dtype, onednn, _ in (s for s in specs if s[3]):
+        gen = torch.Generator().manual_seed(0)
+        shapes = ([(1, size, side, side), (size, size, 1, 1)] if onednn
+                  else [(rows, size), (size, size)])
+        a, b = (torch.randn(*s, generator=gen).to(device, dtype) for s in shapes)
+        if onednn:
+            a, b = (t.contiguous(memory_format=torch.channels_last) for t in (a, b))
+        fn = (functools.partial(torch.ops.aten.mkldnn_convolution, a, b, None, [0, 0], [1, 1],
+                                [1, 1], 1) if onednn else functools.partial(torch.mm, a, b))
+        out[name] = (2.0 * rows * size * size, torch.inference_mode()(fn))
+    return out
 
 
 @functools.lru_cache(maxsize=None)
@@ -108,7 +103,8 @@ class LatencyBenchmark(Benchmark):
         for r, clock in ((r, c) for r in out['table'] for c in ('', 'cpu_')):
             ref = base.get(r['size'], {}).get(f'{clock}ms_per_img')
             if ref and f'{clock}ms_per_img' in r:
-                r[f'{clock}speedup_vs_reference'] = ref['median'] / r[f'{clock}ms_per_img']['median']
+                r[f'{clock}speedup_vs_reference'] = (ref['median']
+                                                     / r[f'{clock}ms_per_img']['median'])
         return out
 
     def measure_size(self, entries: Sequence[BenchEntry], size: int, batch: int, reps: int,
@@ -127,12 +123,13 @@ class LatencyBenchmark(Benchmark):
                          + (' (compiling)' if e.mode_info.backend != 'eager' else ''))
                 t0 = time.perf_counter()
                 try:
-                    fn, params, reference = build_candidate(e, x, self.device, self.threads, accuracy)
+                    fn, params, reference = build_candidate(e, x, self.device, self.threads,
+                                                            accuracy)
                     out = fn(x)  # the first call (some backends compile here)
                     sync(self.device)
                 except Exception as err:  # noqa: BLE001  (the table shows the error)
                     row['skipped'] = (f'failed to build/run: {type(err).__name__}: '
-                                      f'{str(err).splitlines()[0][:200]}')
+                                      f'{str(err).partition(chr(10))[0][:200]}')
             if row['skipped']:
                 self.say(f'{prefix} | skip {e.key}: {row["skipped"]}')
                 continue
@@ -145,10 +142,10 @@ class LatencyBenchmark(Benchmark):
             if self.flops:
                 row['macs'] = _macs(e.arch, size)
             fns[e.key] = functools.partial(fn, x)
-        gemms = _gemms(self.device) if self.peak else []
-        fns.update((g.name, g) for g in gemms)
+        gemms = _gemms(self.device) if self.peak else {}
+        fns.update((k, fn) for k, (_, fn) in gemms.items())
         times = self.interleave(fns, reps, warmup, tag=f'{prefix} | ') if fns else {}
-        peaks = {c: {g.name: g.flops / statistics.median(times[g.name][c]) / 1e9 for g in gemms}
+        peaks = {c: {k: n / statistics.median(times[k][c]) / 1e9 for k, (n, _) in gemms.items()}
                  for c in ('wall', 'cpu')}
         clocks = (('wall', ''), ('cpu', 'cpu_')) if self.device == 'cpu' else (('wall', ''), )
         for row in (rows[k] for k in times if k in rows):
@@ -180,50 +177,51 @@ class LatencyBenchmark(Benchmark):
         ``tools/analysis_tools/benchmark_backbone.py`` passes the SHViT paper's Table 5) adds the
         published speed-up over the reference for the eager and deploy rows of the backbones it
         names."""
-        cfg, paper_ms, lines = result['config'], paper_cpu_ms or {}, []
-        ref, cpu, paper = cfg.get('reference'), cfg['device'] == 'cpu', paper_cpu_ms is not None
-        paper_ref = paper_ms.get(ref.split(':')[0]) if ref else None
+        cfg, paper, lines = result['config'], paper_cpu_ms or {}, []
+        ref, cpu, has_paper = cfg.get('reference'), cfg['device'] == 'cpu', paper_cpu_ms is not None
+        paper_ref = paper.get(ref.split(':')[0]) if ref else None
 
-        def f(v: Optional[float], fmt: str) -> str:
-            return '–' if v is None else format(v, fmt)
+        def f(v: Optional[float], fmt: str, unit: float = 1.0) -> str:
+            return '–' if v is None else format(v / unit, fmt)
 
         head = (['backbone', 'mode', 'params (M)', 'GMACs', 'ms/img (median)', 'p25–p75', 'img/s']
-                + ['CPU-time ms/img'] * cpu + ['GFLOP/s', '% of peak', f'speed-up vs {ref or "reference"}']
-                + ['paper CPU speed-up'] * paper + ['min cos vs fp32'])
+                + ['CPU-time ms/img'] * cpu
+                + ['GFLOP/s', '% of peak', f'speed-up vs {ref or "reference"}']
+                + ['paper CPU speed-up'] * has_paper + ['min cos vs fp32'])
         for size in cfg['sizes']:
             peaks, rows = result['peaks'].get(str(size), {}), []
             for r in (r for r in result['table'] if r['size'] == size):
-                name, mode = ARCHS[r['arch']].label, MODES[r['mode']].label
+                row = [ARCHS[r['arch']].label, MODES[r['mode']].label]
                 if 'skipped' in r:
-                    rows.append([name, mode, '', '', f'skipped: {r["skipped"]}'] + [''] * (len(head) - 5))
+                    rows.append(row + ['', '', f'skipped: {r["skipped"]}'] + [''] * (len(head) - 5))
                     continue
-                st, own = r['ms_per_img'], paper_ms.get(r['arch'])
-                ratio = paper_ref / own if own and paper_ref and r['mode'] in ('eager', 'deploy') else None
-                rows.append([name, mode, f'{r["params"] / 1e6:.2f}',
-                             f(r['macs'] / 1e9 if r.get('macs') else None, '.2f'), f'{st["median"]:.1f}',
-                             f'{st["p25"]:.1f}–{st["p75"]:.1f}', f'{r["img_per_s"]:.1f}']
-                            + [f(r.get('cpu_ms_per_img', {}).get('median'), '.1f')] * cpu
-                            + [f(r.get('gflop_s'), '.0f'), f(r.get('pct_peak'), '.0f'),
-                               f(r.get('speedup_vs_reference'), '.2f')] + [f(ratio, '.2f')] * paper
-                            + [f(r.get('accuracy', {}).get('cosine'), '.6f')])
+                st, own = r['ms_per_img'], paper.get(r['arch'])
+                published = own and paper_ref and r['mode'] in ('eager', 'deploy')
+                rows.append(row + [f'{r["params"] / 1e6:.2f}', f(r.get('macs') or None, '.2f', 1e9),
+                                   f'{st["median"]:.1f}', f'{st["p25"]:.1f}–{st["p75"]:.1f}',
+                                   f'{r["img_per_s"]:.1f}']
+                    + [f(r.get('cpu_ms_per_img', {}).get('median'), '.1f')] * cpu
+                    + [f(r.get('gflop_s'), '.0f'), f(r.get('pct_peak'), '.0f'),
+                       f(r.get('speedup_vs_reference'), '.2f')]
+                    + [f(paper_ref / own if published else None, '.2f')] * has_paper
+                    + [f(r.get('accuracy', {}).get('cosine'), '.6f')])
+            peak = ', '.join(f'{k} {v:.0f} GFLOP/s' for k, v in peaks.items())
             lines += [f'**{size}x{size}, batch {cfg["batch"]}, {cfg["device"]}'
                       + f', {cfg["threads"]} thread(s)' * cpu
                       + f', median of {cfg["reps"]} interleaved repetitions**'
-                      + ('  \nmeasured GEMM peak: ' + ', '.join(
-                          f'{k} {v:.0f} GFLOP/s' for k, v in peaks.items())) * bool(peaks), '']
+                      + f'  \nmeasured GEMM peak: {peak}' * bool(peaks), '']
             lines += markdown_table(head, rows, left=2) + ['']
         targets = compare_entries(result, comparisons)
         return '\n'.join(lines[:-1] + [''] * bool(targets) + [f'- {t}' for t in targets])
 
 
-def compare_entries(result: Dict[str, Any], comparisons: Sequence[Tuple[str, ...]],
-                    size: Optional[int] = None) -> List[str]:
-    """One line per comparison whose entries were measured at ``size`` (default 512 if measured,
-    else the first table size): ``(label, slower_key, faster_key)`` gives the ratio of their median
-    latencies (CPU time in brackets when measured), ``(label, key)`` the entry's latency against
-    its fp32 roofline (its multiply-adds at the measured GEMM peak)."""
+def compare_entries(result: Dict[str, Any], comparisons: Sequence[Tuple[str, ...]]) -> List[str]:
+    """One line per comparison whose entries were measured at 512 px (else the first table size):
+    ``(label, slower_key, faster_key)`` gives the ratio of their median latencies (CPU time in
+    brackets when measured), ``(label, key)`` the entry's latency against its fp32 roofline (its
+    multiply-adds at the measured GEMM peak)."""
     sizes, out = result['config']['sizes'], []
-    size = size or (512 if 512 in sizes else sizes[0])
+    size = 512 if 512 in sizes else sizes[0]
     rows = {r['key']: r for r in result['table'] if r['size'] == size and 'ms_per_img' in r}
     for label, *keys in comparisons:
         r = [rows.get(k, {}) for k in keys]
@@ -253,17 +251,17 @@ def plot_latency_vs_size(result: Dict[str, Any], path: str) -> Optional[str]:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, LogLocator
-    cfg = result['config']
+    cfg, fmt = result['config'], FuncFormatter(lambda v, _: f'{v:g}')
     batch = cfg['plot_batch'] if result.get('sweep') else cfg['batch']
-    where = f'{cfg["device"]}, {cfg["threads"]} thread(s)' if cfg['device'] == 'cpu' else cfg['device']
+    where = cfg['device'] + f', {cfg["threads"]} thread(s)' * (cfg['device'] == 'cpu')
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=80)
     for label, pts in series.items():
         ax.plot(*list(zip(*pts))[:2], '-o' if pts[0][2].startswith('shvit') else '--s', ms=3.5,
                 lw=1.4, label=label)
     ax.set(xlabel='input size (px, square)', ylabel='latency (ms / image)', yscale='log',
            xticks=sorted({p[0] for pts in series.values() for p in pts}))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f'{v:g}'))
-    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f'{v:g}'))
+    ax.yaxis.set_major_formatter(fmt)
+    ax.yaxis.set_minor_formatter(fmt)
     ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
     ax.tick_params(axis='y', which='minor', labelsize=7)
     ax.set_title(f'Backbone latency vs input size ({where}, batch {batch})', fontsize=10)

@@ -1,16 +1,14 @@
-"""The backbones the latency benchmark times, and the ways each can run.
-
-An entry is ``ARCH:MODE``, e.g. ``shvit_s4:deploy`` or ``resnet50:eager``: one of :data:`ARCHS`
-(this package's SHViT and the Table 5 peers of the SHViT paper that this software stack carries)
-run in one of :data:`MODES`; :func:`describe` lists them and the :data:`PRESETS`.
-"""
+"""The backbones the latency benchmark times, and the ways each can run: an entry ``ARCH:MODE``
+(e.g. ``shvit_s4:deploy``) is one of :data:`ARCHS` (this package's SHViT and the SHViT paper's
+Table 5 peers that this software stack carries) run in one of :data:`MODES`; :func:`describe`
+lists them and the :data:`PRESETS`."""
 from __future__ import annotations
 
 import copy
 import importlib
 import importlib.util
 from collections import namedtuple
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -39,9 +37,9 @@ def _shvit(arch: str) -> ArchInfo:
     return ArchInfo(f'SHViT-S{arch[-1]}', 'shvit_mm', build, ())
 
 
-def _mmpretrain(label: str, name: str, arch: str = '', builder: Optional[Callable] = None) -> ArchInfo:
-    return ArchInfo(label, 'MMPretrain', builder or (lambda size: getattr(
-        importlib.import_module('mmpretrain.models.backbones'), name)(arch=arch)), ('mmpretrain', ))
+def _mmpretrain(label: str, name: str, arch: str) -> ArchInfo:
+    return ArchInfo(label, 'MMPretrain', lambda size: getattr(
+        importlib.import_module('mmpretrain.models.backbones'), name)(arch=arch), ('mmpretrain', ))
 
 
 def _resnet50(size: Tuple[int, int]) -> nn.Module:
@@ -83,7 +81,8 @@ ARCHS: Dict[str, ArchInfo] = {
     'resnet50': ArchInfo('ResNet-50', 'MMDetection', _resnet50, ('mmdet', )),
     'efficientnet_b0': _mmpretrain('EfficientNet-B0', 'EfficientNet', 'b0'),
     'mobilenet_v3_large': _mmpretrain('MobileNetV3-L', 'MobileNetV3', 'large'),
-    'efficientformer_l1': _mmpretrain('EfficientFormer-L1', '', builder=_efficientformer_l1),
+    'efficientformer_l1': ArchInfo('EfficientFormer-L1', 'MMPretrain', _efficientformer_l1,
+                                   ('mmpretrain', )),
     'poolformer_s12': _mmpretrain('PoolFormer-S12', 'PoolFormer', 's12'),
     'timm_shvit_s4': ArchInfo('timm shvit_s4', 'timm', _timm_shvit_s4, ('timm', )),
 }
@@ -110,7 +109,8 @@ PRESETS: Dict[str, List[str]] = {
        'efficientformer_l1:eager', 'poolformer_s12:eager', 'timm_shvit_s4:eager'],
     'plot': ['shvit_s4:deploy', 'shvit_s4:compile', 'resnet50:eager', 'efficientnet_b0:eager',
              'mobilenet_v3_large:eager', 'efficientformer_l1:eager', 'poolformer_s12:eager'],
-    'shvit': [f'shvit_s{i}:{m}' for i in range(1, 5) for m in ('eager', 'deploy', 'compile', 'bf16')],
+    'shvit': [f'shvit_s{i}:{m}' for i in range(1, 5)
+              for m in ('eager', 'deploy', 'compile', 'bf16')],
     'peers': ['resnet50:eager', 'efficientnet_b0:eager', 'mobilenet_v3_large:eager',
               'efficientformer_l1:eager', 'poolformer_s12:eager', 'timm_shvit_s4:eager'],
 }
@@ -148,23 +148,22 @@ def parse_entries(items: Sequence[str]) -> List[BenchEntry]:
 
 def describe() -> str:
     """The backbones, modes and presets, one a line (``benchmark_backbone.py --list``)."""
-    return '\n'.join(['backbones:'] + [f'  {k:20s} {a.label} ({a.source})' for k, a in ARCHS.items()]
+    return '\n'.join(['backbones:'] + [f'  {k:20s} {a.label} ({a.source})'
+                                       for k, a in ARCHS.items()]
                      + ['modes:'] + [f'  {k:12s} {m.description}' for k, m in MODES.items()]
                      + ['presets:'] + [f'  {k:8s} {" ".join(v)}' for k, v in PRESETS.items()])
 
 
 def skip_reason(entry: BenchEntry, device: str) -> Optional[str]:
     """Why ``entry`` cannot run here, or None."""
-    mode, missing = entry.mode_info, [m for m in ARCHS[entry.arch].requires
-                                      if importlib.util.find_spec(m) is None]
+    mode = entry.mode_info
     onnx = mode.backend == 'onnxruntime'
+    missing = [m for m in ARCHS[entry.arch].requires + ('onnx', 'onnxruntime') * onnx
+               if importlib.util.find_spec(m) is None]
     if missing:
-        return f'{missing[0]} is not installed'
+        return f'{missing[0]} is not installed (pip install {" ".join(missing)})'
     if onnx and device != 'cpu':
         return 'the ONNX Runtime path is timed on the CPU only'
-    missing = [m for m in ('onnx', 'onnxruntime') if importlib.util.find_spec(m) is None]
-    if onnx and missing:
-        return f'{missing[0]} is not installed (pip install onnx onnxruntime)'
     if mode.dtype == 'bf16' and device == 'cpu' and not cpu_bf16_support()['fast']:
         return 'this CPU has neither AVX-512 BF16 nor AMX (bf16 would be emulated)'
     return None

@@ -2,7 +2,8 @@
 the finite-loss guard, CPU mixed precision and DDP on CPUs (gloo)."""
 from .amp import CPUAmpOptimWrapper
 from .distributed import CPUDistributedDataParallel
-from .hooks import FiniteLossHook, SafeCheckpointHook, atomic_write_text
+from .hooks import (FiniteLossHook, RankZeroBuffersHook, SafeCheckpointHook,
+                    atomic_write_text)
 
 __all__ = ['CPUAmpOptimWrapper', 'CPUDistributedDataParallel', 'SafeCheckpointHook',
-           'FiniteLossHook', 'atomic_write_text']
+           'FiniteLossHook', 'RankZeroBuffersHook', 'atomic_write_text']

@@ -17,7 +17,7 @@ from typing import Optional
 
 import mmengine
 import torch
-from mmengine.dist import is_main_process
+from mmengine.dist import broadcast, is_distributed, is_main_process
 from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.registry import HOOKS
@@ -302,3 +302,24 @@ class FiniteLossHook(_LossGuardBase):
             self._stop(runner, f'Refused to save a checkpoint after iteration {done}: {len(bad)} '
                        f'weight tensors are not finite ({names}): an update (or a running '
                        'statistic) overflowed although the loss was finite')
+
+
+@HOOKS.register_module()
+class RankZeroBuffersHook(Hook):
+    """Before each validation, give every process rank 0's buffers (BatchNorm statistics).
+
+    DDP copies rank 0's buffers to the other ranks at the start of each forward, so after the last
+    training step every other rank holds statistics that its own last batch has moved on. A
+    validation split across processes would then score part of the pictures with statistics that
+    are in no checkpoint. Rank 0's are the ones its checkpoints hold, so with this hook validation
+    during training gives what ``tools/test.py`` gives on the checkpoint. (MMEngine's
+    ``SyncBuffersHook`` averages them instead, after the checkpoint of an iteration-based loop is
+    written.) Nothing happens in a single process.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def before_val_epoch(self, runner) -> None:
+        if is_distributed():
+            for buffer in runner.model.buffers():
+                broadcast(buffer, src=0)

@@ -54,3 +54,54 @@ def test_launcher_pytorch_on_cpu_uses_gloo_and_cpu_ddp(monkeypatch):
     finally:
         teardown_distributed()
     assert not dist.is_initialized()
+
+
+_DUMP_HOOK = '''
+import torch
+from mmengine.dist import get_rank
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class DumpStateBeforeVal(Hook):
+    priority = 'LOWEST'  # after every other before_val_epoch
+
+    def before_val_epoch(self, runner):
+        model = getattr(runner.model, 'module', runner.model)
+        torch.save(model.state_dict(), f'{runner.work_dir}/val_state_rank{get_rank()}.pt')
+'''
+
+
+@pytest.mark.slow
+def test_two_process_validation_uses_the_checkpoints_batchnorm_statistics(tmp_path):
+    """bash tools/dist_train.sh CONFIG 2: every rank validates with rank 0's buffers, which are the
+    checkpoint's, so the final evaluation equals tools/test.py on the checkpoint (without
+    RankZeroBuffersHook rank 1's BatchNorm statistics differ, moved on by its own last batch)."""
+    import os.path as osp
+    import sys
+
+    from conftest import REPO_ROOT, run_tool
+    (tmp_path / 'dump_hook.py').write_text(_DUMP_HOOK)
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text(
+        f"_base_ = '{REPO_ROOT}/configs/demo/sem_fpn_shvit_s1_demo.py'\n"
+        "custom_imports = dict(imports=['shvit_mm', 'dump_hook'], allow_failed_imports=False)\n"
+        "custom_hooks = _base_.custom_hooks + [dict(type='DumpStateBeforeVal')]\n")
+    opts = []
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        opts += [f'{loader}.dataset.data_root={tmp_path}/data/',
+                 f'{loader}.dataset.demo_cfg.num_train=8', f'{loader}.dataset.demo_cfg.num_val=4']
+    opts += ['train_dataloader.batch_size=2', 'train_cfg.max_iters=3', 'train_cfg.val_interval=3',
+             'default_hooks.checkpoint.interval=3']
+    run_tool(['env', f'PORT={_free_port()}', f'PYTHON={sys.executable}', 'OMP_NUM_THREADS=1',
+              f'PYTHONPATH={tmp_path}', 'bash', osp.join(REPO_ROOT, 'tools/dist_train.sh'),
+              str(cfg), '2', '--work-dir', str(tmp_path / 'work'), '--cfg-options'] + opts,
+             cwd=tmp_path)
+    work = tmp_path / 'work'
+    ranks = [torch.load(work / f'val_state_rank{r}.pt') for r in (0, 1)]
+    ckpt = torch.load(work / 'iter_3.pth', weights_only=False)['state_dict']
+    stats = [k for k in ckpt if 'running_' in k]
+    assert stats
+    for key in ckpt:
+        assert torch.equal(ranks[0][key], ckpt[key]) and torch.equal(ranks[1][key], ckpt[key]), key

@@ -23,6 +23,7 @@ def test_every_config_declares_the_safety_hooks(path):
     cfg = Config.fromfile(path)
     assert cfg.default_hooks.checkpoint.type == 'SafeCheckpointHook'
     assert [h['type'] for h in cfg.custom_hooks].count('FiniteLossHook') == 1
+    assert [h['type'] for h in cfg.custom_hooks].count('RankZeroBuffersHook') == 1
     # checkpoints are counted in the unit the training loop runs in (epochs or iterations)
     by_epoch = cfg.train_cfg.get('by_epoch', cfg.train_cfg.get('type') != 'IterBasedTrainLoop')
     assert cfg.default_hooks.checkpoint.get('by_epoch', True) == by_epoch

@@ -54,6 +54,23 @@ def test_out_indices(out_indices, expected):
     assert model.out_channels == [dims[i] for i in expected]
 
 
+@pytest.mark.parametrize('out_indices', [(2, 1), (0, 0), (-1, 0), (1, -2)])
+def test_out_indices_out_of_order_or_repeated_are_refused(out_indices):
+    """Outputs come in stage order, so out_channels would disagree with them."""
+    with pytest.raises(ValueError, match='each stage once, in increasing order'):
+        SHViT(arch='s1', out_indices=out_indices)
+
+
+def test_training_on_a_one_pixel_stride_64_map_says_why():
+    model = SHViT(arch='s1').train()
+    with pytest.raises(ValueError, match=r'stride-64 map .* 1x1.*batch of 2 or more'):
+        model(torch.randn(1, 3, 64, 64))
+    assert len(model(torch.randn(2, 3, 64, 64))) == 3  # batch 2: BatchNorm has 2 values
+    assert len(model(torch.randn(1, 3, 64, 128))) == 3  # a 1x2 map
+    model.eval()
+    assert len(model(torch.randn(1, 3, 64, 64))) == 3  # fixed statistics
+
+
 def test_bad_arguments():
     with pytest.raises(IndexError, match='out_indices'):
         SHViT(arch='s1', out_indices=(3,))

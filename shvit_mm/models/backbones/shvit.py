@@ -352,6 +352,10 @@ class SHViT(BaseModule):
             if not 0 <= real < self.num_stages:
                 raise IndexError(f'out_indices entry {idx} is out of range for {self.num_stages} stages')
             result.append(real)
+        if result != sorted(set(result)):
+            raise ValueError(f'out_indices {list(out_indices)} must name each stage once, in '
+                             f'increasing order (the outputs come in stage order): e.g. '
+                             f'{sorted(set(result))}')
         return result
 
     @property
@@ -449,10 +453,19 @@ class SHViT(BaseModule):
             raise ValueError(
                 f'SHViT was built for {self.in_channels} input channels but got {x.shape[1]} '
                 f'(input shape {tuple(x.shape)}); convert the images or set in_channels={x.shape[1]}')
-        x = self.patch_embed(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.out_indices:
-                outs.append(x)
+        outs, size = [], tuple(x.shape)
+        try:
+            x = self.patch_embed(x)
+            for i, stage in enumerate(self.stages):
+                x = stage(x)
+                if i in self.out_indices:
+                    outs.append(x)
+        except ValueError as e:
+            if 'Expected more than 1 value per channel when training' not in str(e):
+                raise
+            raise ValueError(
+                f'SHViT cannot train on input {size}: the stride-64 map of a picture of 64 px or '
+                'less is 1x1, and BatchNorm in training mode needs more than one value per channel '
+                '(batch x height x width > 1). Use larger inputs, a batch of 2 or more, or keep '
+                'the BatchNorm statistics fixed (norm_eval=True, or eval mode).') from e
         return tuple(outs)

@@ -82,3 +82,76 @@ def test_adaptive_sampling_falls_back_to_the_kernel():
     feats, rois = _inputs(num_rois=40, seed=5)
     assert not gather._gather_applies(feats)
     torch.testing.assert_close(gather(feats, rois), ref(feats, rois))
+
+
+# ------------------------------------------------------------------------------------------------
+# edge cases: where SingleRoIExtractor is defined, the same result; where it is not, a clear error
+# ------------------------------------------------------------------------------------------------
+def _odd_rois(rois):
+    odd = rois[:8].clone()
+    odd[0, 1] = float('nan')
+    odd[1, 1:] = float('nan')
+    odd[2, [1, 3]] = odd[2, [3, 1]]  # inverted in x only: negative area
+    odd[3, [2, 4]] = odd[3, [4, 2]]  # inverted in y only
+    return torch.cat([odd, rois[8:20]])
+
+
+def test_nan_and_inverted_rois_pool_what_the_parent_pools():
+    ref, gather = _extractors()
+    feats, rois = _inputs(num_rois=60, seed=7)
+    odd = _odd_rois(rois)
+    want, got = ref(feats, odd), gather(feats, odd)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert not want[:4].any()  # the parent maps these RoIs to no level
+
+
+def test_infinite_rois_pool_zeros():
+    """The compiled kernels (MMCV's and torchvision's) crash on them; here they pool zeros."""
+    _, gather = _extractors()
+    feats, rois = _inputs(num_rois=20, seed=8)
+    odd = rois.clone()
+    odd[0, 3] = float('inf')
+    odd[1, 2] = -float('inf')
+    got = gather(feats, odd)
+    assert torch.isfinite(got).all() and not got[:2].any()
+    torch.testing.assert_close(got[2:], gather(feats, rois[2:]))
+
+
+def test_single_level_inverted_rois_and_ignored_scale_factor():
+    ref, gather = _extractors(strides=(8, ))
+    feats, rois = _inputs(num_rois=40, seed=9)
+    odd = rois.clone()
+    odd[:5, [1, 3]] = odd[:5, [3, 1]]
+    one = feats[1:2]
+    torch.testing.assert_close(gather(one, odd), ref(one, odd), atol=1e-4, rtol=1e-4)
+    # with one level the parent does not rescale the RoIs
+    torch.testing.assert_close(gather(one, rois, roi_scale_factor=2.0),
+                               ref(one, rois, roi_scale_factor=2.0), atol=1e-4, rtol=1e-4)
+    odd[5, 1] = float('nan')  # undefined in the kernels; zeros here, never an error
+    assert torch.isfinite(gather(one, odd)).all() and not gather(one, odd)[5].any()
+
+
+def test_rois_that_do_not_belong_to_the_maps_are_errors():
+    _, gather = _extractors()
+    feats, rois = _inputs(num_rois=20, batch=2)
+    bad = rois.clone()
+    bad[3, 0] = 2  # a third picture in a batch of two
+    with pytest.raises(ValueError, match=r'batch index 2 is outside the batch of 2'):
+        gather(feats, bad)
+    bad[3, 0] = -1
+    with pytest.raises(ValueError, match='outside the batch'):
+        gather(feats, bad)
+    wide = [torch.cat([f, f], 1) for f in feats]
+    with pytest.raises(ValueError, match=r'out_channels=16 but the feature maps have \[32\]'):
+        gather(wide, rois)
+
+
+def test_bf16_backward_accumulates_in_float32():
+    ref, gather = _extractors()
+    feats, rois = _inputs(num_rois=300, seed=11)
+    grad_out = torch.randn(rois.shape[0], 16, 7, 7, generator=torch.Generator().manual_seed(2))
+    _, want = _value_and_grads(ref, feats, rois, grad_out)
+    _, got = _value_and_grads(gather, [f.bfloat16() for f in feats], rois, grad_out.bfloat16())
+    for g, w in zip(got, want):
+        # one bf16 rounding of the result: about 2**-8 of the largest value, not whole percents
+        assert (g.float() - w).abs().max() <= 2 ** -7 * w.abs().max(), (g.float() - w).abs().max()

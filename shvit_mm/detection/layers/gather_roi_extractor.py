@@ -34,13 +34,14 @@ __all__ = ['GatherRoIExtractor', 'roi_align_gather_indices']
 def _axis_taps(coord: Tensor, size: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Bilinear taps along one axis with RoIAlign's border rules, for ``coord`` ``(K, n)`` and
     one map size per RoI ``size`` ``(K,)``: a sample more than one pixel outside the map
-    contributes nothing, one within a pixel of it is clamped onto the edge pixel.
+    contributes nothing (so does a NaN or infinite one), one within a pixel of it is clamped onto
+    the edge pixel.
 
     Returns the low and high pixel index of each sample and their weights (zero when invalid)."""
     size_f = size.to(coord.dtype)[:, None]
     last = (size - 1)[:, None]
-    valid = (coord >= -1.0) & (coord <= size_f)
-    coord = coord.clamp(min=0)
+    valid = (coord >= -1.0) & (coord <= size_f)  # False for NaN and infinite samples too
+    coord = torch.where(valid, coord, 0.).clamp(min=0)  # keeps every index in range
     low = coord.floor().long()
     at_edge = low >= last
     low = torch.minimum(low, last)
@@ -123,7 +124,29 @@ class GatherRoIExtractor(SingleRoIExtractor):
             type='GatherRoIExtractor',
             roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=2),
             out_channels=256, featmap_strides=[4, 8, 16, 32])
+
+    Edge cases as the parent: a RoI the level mapping cannot place (NaN area: a non-finite
+    coordinate, or inverted on one axis) pools zeros; with one level there is no mapping, inverted
+    RoIs are pooled as the kernels do and a non-finite one pools zeros (the kernels' result is
+    undefined there); ``roi_scale_factor`` is ignored with one level. Unlike the parent, a batch
+    index outside the batch and ``out_channels`` unequal to the maps' channels raise ``ValueError``.
+    Values are accumulated in float32 for half-precision maps (forward and backward).
     """
+
+    def _check_inputs(self, feats: Tuple[Tensor], rois: Tensor) -> None:
+        channels = sorted({f.shape[1] for f in feats})
+        if channels != [self.out_channels]:
+            raise ValueError(
+                f'{type(self).__name__}: out_channels={self.out_channels} but the feature maps '
+                f'have {channels} channels; set out_channels to the neck\'s out_channels.')
+        batch = feats[0].shape[0]
+        index = rois[:, 0]
+        bad = ~((index >= 0) & (index < batch))  # NaN included
+        if bad.any():
+            raise ValueError(
+                f'{type(self).__name__}: RoI batch index {index[bad][0].item():g} is outside the '
+                f'batch of {batch} feature maps (valid 0..{batch - 1}) in {int(bad.sum())} of '
+                f'{len(rois)} RoIs; the RoIs do not belong to these feature maps.')
 
     def _gather_applies(self, feats: Tuple[Tensor]) -> bool:
         layer = self.roi_layers[0]
@@ -132,6 +155,7 @@ class GatherRoIExtractor(SingleRoIExtractor):
 
     def forward(self, feats: Tuple[Tensor], rois: Tensor,
                 roi_scale_factor: Optional[float] = None) -> Tensor:
+        self._check_inputs(feats, rois)
         if not self._gather_applies(feats):
             return super().forward(feats, rois, roi_scale_factor)
         layer = self.roi_layers[0]
@@ -144,10 +168,14 @@ class GatherRoIExtractor(SingleRoIExtractor):
             # keep every level in the graph (as the parent does), with no RoI to pool
             return table[:0].sum() * 0. + feats[0].new_zeros(0, channels, out_h, out_w)
         rois = rois.detach().to(torch.float32)
-        level_of_roi = (self.map_roi_levels(rois, len(feats)) if len(feats) > 1 else
-                        rois.new_zeros(num, dtype=torch.long))
-        if roi_scale_factor is not None:
-            rois = self.roi_rescale(rois, roi_scale_factor)
+        unplaced = rois.new_zeros(num, dtype=torch.bool)
+        level_of_roi = rois.new_zeros(num, dtype=torch.long)
+        if len(feats) > 1:  # the parent maps, and rescales, only with several levels
+            area = (rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2])
+            unplaced = ~(area >= 0)  # NaN scale: the parent pools such RoIs on no level
+            level_of_roi = self.map_roi_levels(rois, len(feats)).masked_fill(unplaced, 0)
+            if roi_scale_factor is not None:
+                rois = self.roi_rescale(rois, roi_scale_factor)
         shapes = [tuple(f.shape[-2:]) for f in feats]
         offsets, start = [], 0
         for f in feats:
@@ -157,6 +185,9 @@ class GatherRoIExtractor(SingleRoIExtractor):
             index, weight = roi_align_gather_indices(
                 rois, shapes, level_of_roi, offsets, [m.spatial_scale for m in self.roi_layers],
                 (out_h, out_w), int(layer.sampling_ratio), bool(layer.aligned))
-        pooled = F.embedding_bag(index, table, mode='sum',
-                                 per_sample_weights=weight.to(table.dtype))
+            weight = weight.view(num, -1).masked_fill(unplaced[:, None], 0.).view(index.shape)
+        # sums (and the backward's scatter) in float32 at least: bf16 sums lose whole percents
+        acc = table if table.dtype == torch.float64 else table.float()
+        pooled = F.embedding_bag(index, acc, mode='sum', per_sample_weights=weight.to(acc.dtype))
+        pooled = pooled.to(table.dtype)
         return pooled.view(num, out_h, out_w, channels).permute(0, 3, 1, 2).contiguous()

@@ -13,7 +13,9 @@ shvit_mm's own switches (both codebases): ``--fast`` tests through the fast infe
 (:func:`shvit_mm.inference.enable_fast_inference`: BatchNorm folding, channels-last), ``--amp``
 adds mixed precision to it (bf16 autocast on CPUs with AVX-512 BF16 or AMX, fp16 on CUDA; fp32
 with one log line elsewhere). As in training, missing data is reported before anything is built
-and ``--launcher pytorch`` works without CUDA.
+and ``--launcher pytorch`` works without CUDA. A checkpoint whose tensors do not all fit the
+config's model (another variant, another codebase) is an error, not a warning
+(:mod:`shvit_mm.engine.weights_check`).
 """
 import copy
 import os
@@ -21,6 +23,7 @@ import warnings
 
 from mmengine.config import ConfigDict
 
+from shvit_mm.engine.weights_check import add_weights_check
 from .common import (ToolError, build_runner, cli, load_config, parse_tool_args, run_guarded,
                      tool_parser)
 
@@ -137,6 +140,7 @@ def build_config(args):
     if not os.path.isfile(args.checkpoint) and '://' not in args.checkpoint:
         raise ToolError(f'checkpoint not found: {args.checkpoint}')
     cfg.load_from = args.checkpoint
+    add_weights_check(cfg, 'test')  # a checkpoint that does not fit the model is an error
     if args.fast or args.amp:
         if args.tta:
             raise ToolError('--fast/--amp and --tta do not combine (the TTA wrapper runs the model '

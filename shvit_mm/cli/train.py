@@ -18,6 +18,7 @@ from mmengine.logging import print_log
 
 from shvit_mm.engine.hooks import (SafeCheckpointHook, last_complete_checkpoint,
                                    remove_incomplete_files)
+from shvit_mm.engine.weights_check import add_weights_check
 from shvit_mm.utils.safe_load import checkpoint_file_problem
 from .common import (ToolError, build_runner, cli, load_config, parse_tool_args, run_guarded,
                      tool_parser)
@@ -74,6 +75,7 @@ def build_config(args):
         if not os.path.isfile(args.resume) and '://' not in args.resume:
             raise ToolError(f'--resume checkpoint not found: {args.resume}')
         cfg.resume, cfg.load_from = True, args.resume
+    add_weights_check(cfg, 'finetune')  # load_from: heads may differ, backbone/neck not
     return cfg
 
 

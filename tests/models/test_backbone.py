@@ -54,21 +54,34 @@ def test_out_indices(out_indices, expected):
     assert model.out_channels == [dims[i] for i in expected]
 
 
-@pytest.mark.parametrize('out_indices', [(2, 1), (0, 0), (-1, 0), (1, -2)])
-def test_out_indices_out_of_order_or_repeated_are_refused(out_indices):
-    """Outputs come in stage order, so out_channels would disagree with them."""
-    with pytest.raises(ValueError, match='each stage once, in increasing order'):
-        SHViT(arch='s1', out_indices=out_indices)
+@pytest.mark.parametrize('out_indices,expected', [((2, 1), [1, 2]), ((0, 0), [0]),
+                                                  ((-1, 0), [0, 2]), ((1, -2, 0), [0, 1])])
+def test_out_indices_out_of_order_or_repeated_as_mmpretrain(out_indices, expected):
+    """As MMPretrain's backbones: stage order, each stage once; out_channels describes that."""
+    model = SHViT(arch='s1', out_indices=out_indices).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 128, 128))
+    assert model.out_indices == expected
+    assert [o.shape[1] for o in outs] == model.out_channels
+    assert model.out_channels == [SHViT.arch_zoo['s1']['embed_dims'][i] for i in expected]
 
 
-def test_training_on_a_one_pixel_stride_64_map_says_why():
+@pytest.mark.parametrize('size', [(64, 64), (33, 64), (16, 16)])
+def test_training_on_a_one_pixel_stride_64_map_says_why(size):
     model = SHViT(arch='s1').train()
-    with pytest.raises(ValueError, match=r'stride-64 map .* 1x1.*batch of 2 or more'):
-        model(torch.randn(1, 3, 64, 64))
-    assert len(model(torch.randn(2, 3, 64, 64))) == 3  # batch 2: BatchNorm has 2 values
-    assert len(model(torch.randn(1, 3, 64, 128))) == 3  # a 1x2 map
-    model.eval()
-    assert len(model(torch.randn(1, 3, 64, 64))) == 3  # fixed statistics
+    with pytest.raises(ValueError, match=r'stride-64 map .* 1x1.*BatchNorm.*batch of 2 or more.*'
+                                         r'norm_eval=True'):
+        model(torch.randn(1, 3, *size))
+
+
+@pytest.mark.parametrize('case', ['batch 2', '1x2 map', 'eval', 'norm_eval', 'all frozen'])
+def test_training_at_batch_1_where_batchnorm_does_not_fail(case):
+    """The check refuses only inputs on which a training BatchNorm would fail."""
+    kwargs = dict(norm_eval=case == 'norm_eval', frozen_stages=3 if case == 'all frozen' else -1)
+    model = SHViT(arch='s1', **kwargs).train(case != 'eval')
+    shape = {'batch 2': (2, 3, 64, 64), '1x2 map': (1, 3, 64, 65)}.get(case, (1, 3, 64, 64))
+    outs = model(torch.randn(shape))
+    assert [o.shape[1] for o in outs] == model.out_channels
 
 
 def test_bad_arguments():

@@ -10,8 +10,9 @@ with scalar code, and their backward pass scatters one scalar at a time.
 the feature maps of all levels are laid out as one table of pixels x channels (a view for
 channels-last maps), every bin gathers its pixel rows with their bilinear weights, and autograd's
 backward adds the weighted gradients back row by row. Both directions then run vectorised over the
-channels, one call for all levels instead of one per level. The values match torchvision's ``roi_align`` to float rounding (``aligned`` True or
-False, RoIs partly or wholly outside the map included; tests compare them).
+channels, one call for all levels instead of one per level. The values match torchvision's
+``roi_align`` to float rounding (``aligned`` True or False, RoIs partly or wholly outside the map
+included; tests compare them).
 
 It is a drop-in for MMDetection's ``SingleRoIExtractor`` (same arguments, same level mapping, no
 parameters, so checkpoints are interchangeable). It falls back to the parent's per-level kernels
@@ -125,11 +126,12 @@ class GatherRoIExtractor(SingleRoIExtractor):
             roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=2),
             out_channels=256, featmap_strides=[4, 8, 16, 32])
 
-    Edge cases as the parent: a RoI the level mapping cannot place (NaN area: a non-finite
-    coordinate, or inverted on one axis) pools zeros; with one level there is no mapping, inverted
-    RoIs are pooled as the kernels do and a non-finite one pools zeros (the kernels' result is
-    undefined there); ``roi_scale_factor`` is ignored with one level. Unlike the parent, a batch
-    index outside the batch and ``out_channels`` unequal to the maps' channels raise ``ValueError``.
+    Edge cases as the parent: a RoI the level mapping cannot place (NaN area: a NaN coordinate,
+    or inverted on one axis) pools zeros; with one level there is no mapping, inverted RoIs are
+    pooled as the kernels do; ``roi_scale_factor`` is ignored with one level. A RoI with a NaN (one
+    level) or infinite coordinate pools zeros, where the parent's kernels are undefined or crash.
+    Unlike the parent, a batch index outside the batch and ``out_channels`` unequal to the maps'
+    channels raise ``ValueError``.
     Values are accumulated in float32 for half-precision maps (forward and backward).
     """
 

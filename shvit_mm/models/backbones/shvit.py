@@ -236,7 +236,9 @@ class SHViT(BaseModule):
             ``block_types`` (one entry per stage).
         in_channels (int): Channels of the input image. Default: 3.
         out_indices (Sequence[int]): Stages whose outputs are returned (0: stride 16, 1: stride 32,
-            2: stride 64). Negative indices count from the end. Default: (0, 1, 2).
+            2: stride 64). Negative indices count from the end. As in MMPretrain's backbones the
+            outputs come in stage order, each stage once, whatever the order given; the indices
+            (and ``out_channels``) are kept that way. Default: (0, 1, 2).
         frozen_stages (int): -1 freezes nothing; 0 freezes the stem; k >= 1 freezes the stem and
             stages 1..k (eval mode, no gradients). Default: -1.
         norm_eval (bool): Keep every BatchNorm in eval mode during training (running statistics
@@ -352,11 +354,9 @@ class SHViT(BaseModule):
             if not 0 <= real < self.num_stages:
                 raise IndexError(f'out_indices entry {idx} is out of range for {self.num_stages} stages')
             result.append(real)
-        if result != sorted(set(result)):
-            raise ValueError(f'out_indices {list(out_indices)} must name each stage once, in '
-                             f'increasing order (the outputs come in stage order): e.g. '
-                             f'{sorted(set(result))}')
-        return result
+        # as MMPretrain's backbones: the outputs come in stage order, each stage once, whatever
+        # the order given; keeping the indices so makes ``out_channels`` describe the outputs
+        return sorted(set(result))
 
     @property
     def out_channels(self) -> List[int]:
@@ -453,19 +453,24 @@ class SHViT(BaseModule):
             raise ValueError(
                 f'SHViT was built for {self.in_channels} input channels but got {x.shape[1]} '
                 f'(input shape {tuple(x.shape)}); convert the images or set in_channels={x.shape[1]}')
-        outs, size = [], tuple(x.shape)
-        try:
-            x = self.patch_embed(x)
-            for i, stage in enumerate(self.stages):
-                x = stage(x)
-                if i in self.out_indices:
-                    outs.append(x)
-        except ValueError as e:
-            if 'Expected more than 1 value per channel when training' not in str(e):
-                raise
+        last = self.strides[-1]
+        if (self.training and x.shape[0] == 1 and x.shape[2] <= last and x.shape[3] <= last
+                and self._last_stage_trains_batchnorm()):
+            # PyTorch would stop inside a BatchNorm with a message that does not say why
             raise ValueError(
-                f'SHViT cannot train on input {size}: the stride-64 map of a picture of 64 px or '
-                'less is 1x1, and BatchNorm in training mode needs more than one value per channel '
-                '(batch x height x width > 1). Use larger inputs, a batch of 2 or more, or keep '
-                'the BatchNorm statistics fixed (norm_eval=True, or eval mode).') from e
+                f'SHViT cannot train on input {tuple(x.shape)}: the stride-{last} map of a picture '
+                f'of {last} px or less is 1x1, and BatchNorm in training mode needs more than one '
+                'value per channel (batch x height x width > 1). Use larger inputs, a batch of 2 '
+                'or more, or keep the BatchNorm statistics fixed (norm_eval=True, or eval mode).')
+        outs = []
+        x = self.patch_embed(x)
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(x)
         return tuple(outs)
+
+    def _last_stage_trains_batchnorm(self) -> bool:
+        """Whether a BatchNorm of the last stage uses batch statistics (not frozen, not
+        ``norm_eval``, not fused away); the maps only shrink, so it meets the smallest one."""
+        return any(m.training for m in self.stages[-1].modules() if isinstance(m, _BatchNorm))

@@ -78,7 +78,8 @@ def _summary(diff: Dict[str, List[str]]) -> str:
 def _examples(diff: Dict[str, List[str]], own: dict, sd: dict) -> str:
     """The first key of each kind of difference, a mis-shaped one with both shapes."""
     keys = [(what, keys[0]) for what, keys in diff.items() if keys]
-    return '; '.join(f'{k} {tuple(sd[k].shape)} in the checkpoint vs {tuple(own[k].shape)}'
+    return '; '.join(f'{k} {tuple(sd[k].shape)} in the checkpoint vs {tuple(own[k].shape)} in '
+                     'the model'
                      if what == 'mis_shaped' else f'{k} {_WHAT[what]}' for what, k in keys)
 
 
@@ -92,6 +93,7 @@ def _arch(sd: dict) -> str:
 def _likely_cause(model, checkpoint, sd: dict, own: dict, diff: Dict[str, List[str]]) -> str:
     """Another codebase's model, a backbone-only file, another backbone variant, another class
     count, or (failing those) another config."""
+    from shvit_mm.models.backbones import SHViT
     ck_parts, own_parts = set(_parts(sd)), set(_parts(own))
     kinds = [next(((kind, [p for p in heads if p in parts]) for kind, heads in _HEADS.items()
                    if parts & set(heads)), (None, [])) for parts in (ck_parts, own_parts)]
@@ -110,6 +112,9 @@ def _likely_cause(model, checkpoint, sd: dict, own: dict, diff: Dict[str, List[s
                           "fine-tune from it with the backbone's init_cfg=dict(type='Pretrained', "
                           'checkpoint=...)')
     ck_arch, own_arch = _arch(sd), _arch(own)
+    deployed = getattr(getattr(model, 'backbone', None), 'arch_name', None)
+    if own_arch is None and deployed in SHViT.arch_zoo:  # a fused (deploy) SHViT
+        own_arch = f'SHViT-{deployed.upper()}'
     if 'backbone' in ck_parts and ck_arch != own_arch:
         theirs = own_arch or type(getattr(model, 'backbone', None)).__name__
         causes.append(f"the checkpoint's backbone has {ck_arch} shapes and the config's is "
@@ -121,6 +126,16 @@ def _likely_cause(model, checkpoint, sd: dict, own: dict, diff: Dict[str, List[s
                       'number of classes (or other head settings)')
     changed = _parts(k for keys in diff.values() for k in keys)
     return '; '.join(causes) or f"another config's model (other {', '.join(changed)} settings)"
+
+
+def _as_loaded(model, sd: dict) -> dict:
+    """``sd`` as the model will load it: a deploy (fused) SHViT fuses unfused weights on the way in
+    (its ``load_state_dict`` pre-hook), so a training checkpoint fits it."""
+    for name, module in model.named_modules():
+        hook = getattr(module, '_fuse_incoming_state_dict', None)
+        if hook is not None and getattr(module, 'fused', False):
+            hook(module, sd, f'{name}.' if name else '', {}, False, [], [], [])
+    return sd
 
 
 def _bare(model):
@@ -143,7 +158,7 @@ def check_weights(model, checkpoint, source: str, mode: str = 'test',
     if mode not in ('test', 'finetune'):
         raise ValueError(f"mode must be 'test' or 'finetune', got {mode!r}")
     model = _bare(model)
-    own, sd = model.state_dict(), _state_dict(checkpoint)
+    own, sd = model.state_dict(), _as_loaded(model, _state_dict(checkpoint))
     diff = _compare(own, sd)
     if not any(diff.values()):
         return diff

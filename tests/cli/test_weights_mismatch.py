@@ -49,16 +49,28 @@ def _error_line(out):
     return lines[0]
 
 
+def _test(ckpt, tmp_path, extra=(), expect_ok=True):
+    opts = demo_options(str(tmp_path / 'data'), num_train=2, num_val=2) + list(extra)
+    return run_tool([sys.executable, osp.join(REPO_ROOT, 'tools/test.py'), DET_CFG, ckpt,
+                     '--work-dir', str(tmp_path / 'w'), '--cfg-options'] + opts, cwd=tmp_path,
+                    expect_ok=expect_ok)
+
+
 @pytest.mark.slow
-def test_test_tool_refuses_another_variant(checkpoints, tmp_path):
-    opts = demo_options(str(tmp_path / 'data')) + _s2_options()
-    out = run_tool([sys.executable, osp.join(REPO_ROOT, 'tools/test.py'), DET_CFG,
-                    checkpoints['det_s1'], '--work-dir', str(tmp_path / 'w'), '--cfg-options']
-                   + opts, cwd=tmp_path, expect_ok=False)
+def test_test_tool_refuses_another_variant_and_takes_the_right_one(checkpoints, tmp_path):
+    out = _test(checkpoints['det_s1'], tmp_path, _s2_options(), expect_ok=False)
     line = _error_line(out)
-    assert 'does not fit the model of the config' in line and 'tensors differ' in line
-    assert 'backbone' in line and 'SHViT-S1 shapes' in line and 'SHViT-S2' in line, line
-    assert 'another variant' in line and 'Iter(test)' not in out
+    assert 'does not fit the model of the config' in line and '314 tensors differ' in line
+    assert 'mis-shaped (backbone 312, neck 2)' in line, line
+    assert 'SHViT-S1 shapes' in line and 'SHViT-S2' in line and 'another variant' in line, line
+    assert 'Iter(test)' not in out and 'size mismatch' not in out
+    # the checkpoint of the variant evaluates; so does the S1 one under a fused (deploy) backbone,
+    # which fuses the training checkpoint's weights as it loads them
+    for ckpt, extra in ((checkpoints['det_s2'], _s2_options()),
+                        (checkpoints['det_s1'], ['model.backbone.deploy=True'])):
+        out = _test(ckpt, tmp_path, extra)
+        assert 'coco/bbox_mAP' in out and 'error:' not in out and 'size mismatch' not in out
+        assert 'missing keys' not in out and 'unexpected key' not in out, out[-3000:]
 
 
 @pytest.mark.slow
@@ -101,8 +113,11 @@ def test_finetune_from_another_class_count_says_so_in_one_line(checkpoints, tmp_
     out = _train(DET_CFG, tmp_path, checkpoints['det_7cls'])
     lines = [line for line in out.splitlines() if 'load_from' in line and 'tensors differ' in line]
     assert len(lines) == 1, out[-3000:]
-    assert 'roi_head' in lines[0] and 'another class count' in lines[0]
+    assert '6 mis-shaped (roi_head 6)' in lines[0] and 'another class count' in lines[0], lines
     assert 'size mismatch' not in out  # MMEngine's per-tensor warnings are not repeated
+    # a checkpoint that fits: nothing to say
+    out = _train(DET_CFG, tmp_path, checkpoints['det_s1'])
+    assert 'tensors differ' not in out and 'size mismatch' not in out and 'error:' not in out
 
 
 @pytest.mark.slow
@@ -110,5 +125,7 @@ def test_finetune_with_another_backbone_stops_unless_allowed(checkpoints, tmp_pa
     out = _train(DET_CFG, tmp_path, checkpoints['det_s2'], expect_ok=False)
     line = _error_line(out)
     assert 'backbone and neck do not fit' in line and 'load_from_allow_mismatch=True' in line
+    assert 'another variant' in line and 'Epoch(train)' not in out
     out = _train(DET_CFG, tmp_path, checkpoints['det_s2'], ['load_from_allow_mismatch=True'])
     assert 'keep their initialisation (load_from_allow_mismatch=True)' in out
+    assert 'Epoch(train)' in out and 'size mismatch' not in out

@@ -6,7 +6,8 @@
 # Installs into the Python that `python` (or $PYTHON) names: PyTorch + torchvision (a compatible pair
 # already installed is kept), setuptools<82, MMCV 2.1.0 with its compiled ops (built from the sdist;
 # about 10 minutes on 2 cores, the wheel is cached under ~/.cache/shvit_mm), mmdet 3.3.0,
-# mmpretrain 1.2.0, mmsegmentation 1.2.2, pycocotools, and this package in editable mode with its test extras.
+# mmpretrain 1.2.0, mmsegmentation 1.2.2, pycocotools, this package in editable mode with its test extras,
+# and MMDeploy 1.3.1 without its dependency pins (requirements/deploy.txt).
 # Steps that are already satisfied are skipped, so a second run takes seconds.
 # Every step names itself when it fails.
 set -euo pipefail
@@ -110,6 +111,13 @@ if [[ $STATE == *reqs=ok* ]]; then
 else
   "${PIP[@]}" -q "setuptools<82" wheel ninja
   "${PIP[@]}" -q -e "${ROOT}[tests]"
+fi
+
+say "mmdeploy 1.3.1 for ONNX export, without its pins (requirements/deploy.txt says why)"
+if "$PY" -c "import importlib.metadata as m; assert m.version('mmdeploy') == '1.3.1'; import aenum, multiprocess" 2>/dev/null; then
+  echo "    already installed"
+else
+  "${PIP[@]}" -q --no-deps -r "${ROOT}/requirements/deploy.txt"
 fi
 
 say "verify"

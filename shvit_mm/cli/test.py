@@ -15,7 +15,9 @@ adds mixed precision to it (bf16 autocast on CPUs with AVX-512 BF16 or AMX, fp16
 with one log line elsewhere). As in training, missing data is reported before anything is built
 and ``--launcher pytorch`` works without CUDA. A checkpoint whose tensors do not all fit the
 config's model (another variant, another codebase) is an error, not a warning
-(:mod:`shvit_mm.engine.weights_check`).
+(:mod:`shvit_mm.engine.weights_check`). An ``.onnx`` file from ``tools/deploy.py`` in place of the
+checkpoint is evaluated through ONNX Runtime
+(:func:`shvit_mm.inference.deploy_onnx.build_onnx_model`).
 """
 import copy
 import os
@@ -32,7 +34,7 @@ def parse_args(argv=None):
     parser = tool_parser(
         'test', 'Test (and evaluate) a detector or segmentor (MMDetection 3.x / MMSegmentation 1.x '
         '+ shvit_mm)', 'the directory to save the file containing evaluation metrics')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file, or an .onnx file from tools/deploy.py')
     parser.add_argument(
         '--out', type=str,
         help='detection: dump predictions to a pickle file for offline evaluation; segmentation: '
@@ -134,13 +136,24 @@ def _seg_output_dir(cfg, out: str) -> None:
                     f'{evaluator}')
 
 
+def _is_onnx(checkpoint: str) -> bool:
+    return checkpoint.lower().endswith('.onnx')
+
+
 def build_config(args):
     """The test config after every command-line option is applied."""
     cfg = load_config(args)
     if not os.path.isfile(args.checkpoint) and '://' not in args.checkpoint:
         raise ToolError(f'checkpoint not found: {args.checkpoint}')
-    cfg.load_from = args.checkpoint
-    add_weights_check(cfg, 'test')  # a checkpoint that does not fit the model is an error
+    if _is_onnx(args.checkpoint):
+        # the exported graph is the model (tools/deploy.py): nothing to load into PyTorch's
+        if args.fast or args.amp or args.tta or args.launcher != 'none':
+            raise ToolError('an .onnx model runs as exported, in one process: --fast, --amp, --tta '
+                            'and --launcher do not apply to it')
+        cfg.load_from = None
+    else:
+        cfg.load_from = args.checkpoint
+        add_weights_check(cfg, 'test')  # a checkpoint that does not fit the model is an error
     if args.fast or args.amp:
         if args.tta:
             raise ToolError('--fast/--amp and --tta do not combine (the TTA wrapper runs the model '
@@ -171,6 +184,12 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = build_config(args)
     runner = build_runner(cfg, ['test_dataloader'], ['test_evaluator'])
+    if _is_onnx(args.checkpoint):
+        from shvit_mm.inference.deploy_onnx import MMDeployNotInstalledError, build_onnx_model
+        try:
+            runner.model = build_onnx_model(cfg, args.checkpoint)
+        except MMDeployNotInstalledError as e:
+            raise ToolError(str(e)) from None
     if args.out is not None and cfg.default_scope == 'mmdet':
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))

@@ -1,0 +1,126 @@
+"""ONNX Runtime models for the exported files (:func:`build_onnx_model`): MMDeploy's backend
+models, whose ``test_step`` / ``forward`` gives MMDetection's or MMSegmentation's data samples,
+with the post-processing made the codebases' own."""
+import functools
+import json
+import os.path as osp
+import types
+from typing import Any
+
+import torch
+
+from .export import (SAVED_DATASET_META, SAVED_DEPLOY_CFG, codebase_scope, read_deploy_config,
+                     read_model_config, task_of)
+from .rewriters import register_rewriters
+
+
+def build_onnx_model(config: Any, onnx_path: str, device: str = 'cpu', deploy_cfg: Any = None):
+    """An ONNX Runtime model for ``onnx_path`` (MMDeploy's backend model for the task).
+
+    Its ``test_step`` / ``forward(inputs, data_samples, mode='predict')`` gives the codebase's
+    data samples (boxes in the original picture, pasted masks, ``pred_sem_seg``). The deploy
+    config is ``deploy_cfg``, else the one :func:`export_onnx` saved next to the file, else the
+    task's default; ``dataset_meta`` (class names) is the checkpoint's, when the export saved it.
+    """
+    if not osp.isfile(onnx_path):
+        raise FileNotFoundError(f'ONNX file not found: {onnx_path}')
+    register_rewriters()
+    from mmdeploy.apis.utils import build_task_processor
+
+    model_cfg = read_model_config(config)
+    saved_dir = osp.dirname(onnx_path)
+    if deploy_cfg is None:
+        saved = osp.join(saved_dir, SAVED_DEPLOY_CFG)
+        deploy_cfg = saved if osp.isfile(saved) else None
+    deploy = read_deploy_config(deploy_cfg, model_cfg)
+    with codebase_scope(model_cfg):
+        task_processor = build_task_processor(model_cfg, deploy, device)
+        if task_of(model_cfg) != 'segmentation':
+            model = task_processor.build_backend_model(
+                [onnx_path], data_preprocessor_updater=task_processor.update_data_preprocessor)
+            model.__class__ = _detection_model_class(type(model))  # adds behaviour, no state
+            session = getattr(model.wrapper, 'sess', None)  # ONNX Runtime's
+            model.img_shape_input = session is not None and 'img_shape' in [
+                node.name for node in session.get_inputs()]
+        else:
+            from mmdeploy.utils import get_backend
+            model = _segmentation_model_class()(
+                backend=get_backend(deploy), backend_files=[onnx_path], device=device,
+                deploy_cfg=deploy, data_preprocessor=task_processor.update_data_preprocessor(
+                    model_cfg.model.data_preprocessor))
+            decode_head = model_cfg.model.decode_head
+            model.align_corners = decode_head.get('align_corners', False)
+            model.decode_head = types.SimpleNamespace(
+                threshold=decode_head.get('threshold') or 0.3)
+    meta_file = osp.join(saved_dir, SAVED_DATASET_META)
+    if osp.isfile(meta_file):
+        with open(meta_file) as f:
+            model.dataset_meta = json.load(f)
+    return model.to(device).eval()
+
+
+@functools.lru_cache(maxsize=None)
+def _detection_model_class(base):
+    """MMDeploy's detection backend model (``base``) that gives the graph ``img_shape``.
+
+    MMDetection clips boxes to ``img_shape``, the resized picture without the padding of
+    ``pad_size_divisor``. The graphs of :func:`export_onnx` take it as a second input
+    (``img_shape_input``): one for the batch, the largest of its pictures (MMDetection clips each
+    picture's own, so a batch of pictures of different sizes differs a little; one picture a
+    batch, as the test configs have it, is exact). The final boxes are clipped to each picture's
+    ``img_shape`` as well, which is all a graph without that input gets.
+    """
+    class DetectionOnnxModel(base):
+        img_shape_input = False
+
+        def forward(self, inputs, data_samples, mode='predict', **kwargs):
+            if mode != 'predict':
+                raise ValueError(f"an ONNX model only predicts: mode='predict', got {mode!r}")
+            feed = {self.input_name: inputs.contiguous()}
+            if self.img_shape_input:  # the largest of the batch's pictures, see above
+                feed['img_shape'] = torch.tensor(
+                    [sample.metainfo['img_shape'][:2] for sample in data_samples]).amax(0)
+            outputs = self.wrapper.output_to_list(self.wrapper(feed))
+            dets = outputs[0]
+            for i, data_sample in enumerate(data_samples):
+                height, width = data_sample.metainfo['img_shape'][:2]
+                dets[i, :, 0:4:2] = dets[i, :, 0:4:2].clamp(0, width)
+                dets[i, :, 1:4:2] = dets[i, :, 1:4:2].clamp(0, height)
+            masks = outputs[2] if len(outputs) >= 3 else None
+            self.postprocessing_results(dets, outputs[1], masks, data_samples)
+            return data_samples
+
+    DetectionOnnxModel.__name__ = DetectionOnnxModel.__qualname__ = f'DetectionOnnx{base.__name__}'
+    return DetectionOnnxModel
+
+
+@functools.lru_cache(maxsize=None)
+def _segmentation_model_class():
+    """MMDeploy's segmentation backend model with MMSegmentation's post-processing.
+
+    MMDeploy's ``pack_result`` keeps the padding that ``SegDataPreProcessor`` added (a
+    ``pred_sem_seg`` larger than the picture) and resizes class indices, not logits. From logits
+    (``with_argmax=False``) this runs ``BaseSegmentor.postprocess_result`` itself: padding
+    removed, bilinear resize to the original size, flip undone, ``seg_logits`` and
+    ``pred_sem_seg``; class indices from the graph get the padding removed before MMDeploy's
+    nearest resize.
+    """
+    from mmdeploy.codebase.mmseg.deploy.segmentation_model import End2EndModel
+    from mmseg.models.segmentors.base import BaseSegmentor
+
+    class SegmentationOnnxModel(End2EndModel):
+        align_corners = False
+
+        def pack_result(self, batch_outputs, data_samples):
+            if batch_outputs.is_floating_point():
+                return BaseSegmentor.postprocess_result(self, batch_outputs, data_samples)
+            cropped = []
+            for seg_pred, data_sample in zip(batch_outputs, data_samples):
+                meta = data_sample.metainfo
+                left, right, top, bottom = meta.get(
+                    'img_padding_size', meta.get('padding_size', [0] * 4))
+                height, width = seg_pred.shape[-2:]
+                cropped.append(seg_pred[..., top:height - bottom, left:width - right])
+            return super().pack_result(cropped, data_samples)
+
+    return SegmentationOnnxModel

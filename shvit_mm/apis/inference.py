@@ -24,6 +24,9 @@ def build_inferencer(config: str, weights: Optional[str] = None, device: Optiona
     :class:`~shvit_mm.engine.weights_check.WeightsMismatchError` (how many, which parts, the likely
     cause) instead of the codebases' warning.
 
+    ``weights`` may be an ``.onnx`` file from ``tools/deploy.py``: the inferencer then runs it through
+    ONNX Runtime (:func:`shvit_mm.inference.deploy_onnx.build_onnx_model`).
+
     ``fast=True`` puts the inferencer's model on the fast inference path (BatchNorm folding,
     channels-last); ``amp=True`` adds mixed precision (bf16 on capable CPUs, fp16 on CUDA) and
     implies ``fast``: :func:`shvit_mm.inference.enable_fast_inference`.
@@ -37,6 +40,19 @@ def build_inferencer(config: str, weights: Optional[str] = None, device: Optiona
     else:
         raise ValueError(f'{config}: no inferencer for default_scope={scope!r} (detection and '
                          'segmentation configs have one)')
+    if str(weights).lower().endswith('.onnx'):  # tools/deploy.py's graph, run by ONNX Runtime
+        if fast or amp:
+            raise ValueError('fast/amp do not apply to an .onnx model (it runs as exported)')
+        from shvit_mm.inference.deploy_onnx import build_onnx_model
+        inferencer = base(model=config, weights=None, device=device, **kwargs)
+        model = build_onnx_model(config, weights, device or 'cpu')
+        meta = getattr(model, 'dataset_meta', None) or inferencer.model.dataset_meta
+        if scope == 'mmseg':  # MMSegInferencer hands the meta to its visualizer: these keys only
+            meta = {k: meta[k] for k in ('classes', 'palette') if k in meta}
+        model.dataset_meta = meta
+        inferencer.model = model
+        inferencer.visualizer.dataset_meta = model.dataset_meta
+        return inferencer
     inferencer = _checked(base, str(weights))(model=config, weights=weights, device=device,
                                               **kwargs)
     if fast or amp:

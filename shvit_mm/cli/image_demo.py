@@ -37,7 +37,8 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('inputs', help='an image file, a folder of images or an image URL')
     p.add_argument('config', help='detection or segmentation config')
-    p.add_argument('--weights', required=True, help='checkpoint file')
+    p.add_argument('--weights', required=True,
+                   help='checkpoint file, or an .onnx file from tools/deploy.py')
     p.add_argument('--out-dir', default='outputs', help='where painted pictures (vis/) and '
                    'predictions (detection: preds/, segmentation: pred/) go')
     p.add_argument('--device', default=None, help="e.g. 'cpu' or 'cuda:0' (default: the best)")
@@ -125,8 +126,11 @@ def build(args):
     if '://' not in args.weights:
         if not osp.isfile(args.weights):
             raise ToolError(f'weights not found: {args.weights}')
-        check_checkpoint_file(args.weights)  # empty, truncated, not a checkpoint: one line
+        if not args.weights.lower().endswith('.onnx'):  # an exported graph is read by ONNX Runtime
+            check_checkpoint_file(args.weights)  # empty, truncated, not a checkpoint: one line
     _check_device(args.device)
+    if args.weights.lower().endswith('.onnx') and (args.fast or args.amp):
+        raise ToolError('--fast and --amp do not apply to an .onnx model (it runs as exported)')
     try:
         det = codebase_of(read_config(args.config)) == 'mmdet'
         inferencer = build_inferencer(args.config, args.weights, args.device, fast=args.fast,

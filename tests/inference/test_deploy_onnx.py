@@ -397,6 +397,12 @@ def test_tools_deploy_then_test_tool_evaluates_the_onnx_as_the_checkpoint(config
                        cwd=tmp_path)
         results.append(re.findall(pattern, out.split('Iter(test)')[-1]))
     assert results[0] and results[0] == results[1], results
+    picture = osp.join(data, 'val', '000000.jpg')
+    run_tool(tool('image_demo.py') + [picture, config, '--weights', str(onnx_file), '--out-dir',
+                                      str(tmp_path / 'painted')], cwd=tmp_path)
+    assert (tmp_path / 'painted' / 'vis' / '000000.jpg').is_file()
+    if config == MASK_RCNN:  # MMDetection's image_demo.py saves predictions too
+        assert (tmp_path / 'painted' / 'preds' / '000000.json').is_file()
     proc = subprocess.run(tool('test.py') + [config, str(onnx_file), '--amp'], cwd=tmp_path,
                           capture_output=True, text=True)
     assert proc.returncode == 1 and 'do not apply' in proc.stderr

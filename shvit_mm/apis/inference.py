@@ -40,10 +40,10 @@ def build_inferencer(config: str, weights: Optional[str] = None, device: Optiona
     else:
         raise ValueError(f'{config}: no inferencer for default_scope={scope!r} (detection and '
                          'segmentation configs have one)')
-    if str(weights).lower().endswith('.onnx'):  # tools/deploy.py's graph, run by ONNX Runtime
+    from shvit_mm.inference.deploy_onnx import build_onnx_model, is_onnx_file
+    if is_onnx_file(weights):  # tools/deploy.py's graph, run by ONNX Runtime
         if fast or amp:
             raise ValueError('fast/amp do not apply to an .onnx model (it runs as exported)')
-        from shvit_mm.inference.deploy_onnx import build_onnx_model
         inferencer = base(model=config, weights=None, device=device, **kwargs)
         model = build_onnx_model(config, weights, device or 'cpu')
         meta = getattr(model, 'dataset_meta', None) or inferencer.model.dataset_meta

@@ -122,14 +122,16 @@ def build(args):
     """The inferencer of ``args.config`` with ``args.weights`` (user errors as ToolError) and
     whether it is a detection one."""
     from shvit_mm.apis import ConfigError, build_inferencer, codebase_of, read_config
+    from shvit_mm.inference.deploy_onnx import is_onnx_file
     from shvit_mm.utils.safe_load import check_checkpoint_file, unsafe_checkpoint_error
+    onnx = is_onnx_file(args.weights)  # an exported graph, read by ONNX Runtime
     if '://' not in args.weights:
         if not osp.isfile(args.weights):
             raise ToolError(f'weights not found: {args.weights}')
-        if not args.weights.lower().endswith('.onnx'):  # an exported graph is read by ONNX Runtime
+        if not onnx:
             check_checkpoint_file(args.weights)  # empty, truncated, not a checkpoint: one line
     _check_device(args.device)
-    if args.weights.lower().endswith('.onnx') and (args.fast or args.amp):
+    if onnx and (args.fast or args.amp):
         raise ToolError('--fast and --amp do not apply to an .onnx model (it runs as exported)')
     try:
         det = codebase_of(read_config(args.config)) == 'mmdet'

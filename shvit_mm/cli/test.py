@@ -26,6 +26,7 @@ import warnings
 from mmengine.config import ConfigDict
 
 from shvit_mm.engine.weights_check import add_weights_check
+from shvit_mm.inference.deploy_onnx import is_onnx_file
 from .common import (ToolError, build_runner, cli, load_config, parse_tool_args, run_guarded,
                      tool_parser)
 
@@ -136,16 +137,12 @@ def _seg_output_dir(cfg, out: str) -> None:
                     f'{evaluator}')
 
 
-def _is_onnx(checkpoint: str) -> bool:
-    return checkpoint.lower().endswith('.onnx')
-
-
 def build_config(args):
     """The test config after every command-line option is applied."""
     cfg = load_config(args)
     if not os.path.isfile(args.checkpoint) and '://' not in args.checkpoint:
         raise ToolError(f'checkpoint not found: {args.checkpoint}')
-    if _is_onnx(args.checkpoint):
+    if is_onnx_file(args.checkpoint):
         # the exported graph is the model (tools/deploy.py): nothing to load into PyTorch's
         if args.fast or args.amp or args.tta or args.launcher != 'none':
             raise ToolError('an .onnx model runs as exported, in one process: --fast, --amp, --tta '
@@ -184,7 +181,7 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = build_config(args)
     runner = build_runner(cfg, ['test_dataloader'], ['test_evaluator'])
-    if _is_onnx(args.checkpoint):
+    if is_onnx_file(args.checkpoint):
         from shvit_mm.inference.deploy_onnx import MMDeployNotInstalledError, build_onnx_model
         try:
             runner.model = build_onnx_model(cfg, args.checkpoint)

@@ -14,6 +14,12 @@ from .export import (SAVED_DATASET_META, SAVED_DEPLOY_CFG, codebase_scope, read_
 from .rewriters import register_rewriters
 
 
+
+def is_onnx_file(path) -> bool:
+    """Whether ``path`` names an exported graph (``tools/deploy.py``'s ``.onnx``), which runs
+    through :func:`build_onnx_model`, rather than a checkpoint to load into PyTorch."""
+    return str(path).lower().endswith('.onnx')
+
 def build_onnx_model(config: Any, onnx_path: str, device: str = 'cpu', deploy_cfg: Any = None):
     """An ONNX Runtime model for ``onnx_path`` (MMDeploy's backend model for the task).
 

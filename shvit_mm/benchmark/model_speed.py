@@ -3,15 +3,19 @@
 Each config's model (random weights, no download) runs ``model.predict`` on the same random image,
 in one or more :data:`VARIANTS`: ``eager`` (as the config builds it), ``fast``
 (:func:`shvit_mm.inference.enable_fast_inference`: BatchNorm folding, channels-last, fp32) and
-``fast-amp`` (the same in mixed precision: bf16 on CPUs with AVX-512 BF16 or AMX, fp16 on CUDA).
-During each call the time inside each part's ``forward`` is recorded (:data:`PART_MODULES`); the
-rest is post-processing (box decoding, NMS, mask pasting, a segmentor's resize and argmax). Random
+``fast-amp`` (the same in mixed precision: bf16 on CPUs with AVX-512 BF16 or AMX, fp16 on CUDA)
+and ``onnxruntime`` (the same weights exported by :func:`shvit_mm.inference.deploy_onnx.export_onnx`,
+run by ONNX Runtime on the CPU with the benchmark's thread count, MMDeploy's post-processing after
+it). During each call the time inside each part's ``forward`` is recorded (:data:`PART_MODULES`;
+an exported model's whole graph is one part); the rest is post-processing (box decoding, NMS, mask pasting, a segmentor's resize and argmax). Random
 weights leave a detector with a random number of detections, so ``detections=N`` fixes it: score
 threshold 0 and at most N per image, the load of a busy picture.
 """
 from __future__ import annotations
 
+import os
 import statistics
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence
 
@@ -31,8 +35,9 @@ PART_MODULES = {
     'dense_heads': ('rpn_head', 'bbox_head', 'decode_head', 'encoder', 'decoder'),
     'roi_extract': ('roi_head.bbox_roi_extractor', 'roi_head.mask_roi_extractor'),
     'roi_heads': ('roi_head.bbox_head', 'roi_head.mask_head'),
+    'onnx_graph': ('wrapper', ),
 }
-VARIANTS = ('eager', 'fast', 'fast-amp')
+VARIANTS = ('eager', 'fast', 'fast-amp', 'onnxruntime')
 
 
 def fix_detection_count(cfg: Any, detections: int) -> None:
@@ -61,9 +66,24 @@ class ModelSpeed(Benchmark):
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown:
             raise ValueError(f'unknown variants {unknown}; choose from {VARIANTS}')
+        if 'onnxruntime' in self.variants and self.device != 'cpu':
+            raise ValueError(f"the 'onnxruntime' variant runs on the CPU; got device={self.device}")
         self.shape = parse_shape(list(self.shape))
 
     def measure(self) -> Dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix='model_speed_onnx_') as tmp:
+            return self._measure(tmp)
+
+    def _onnx_model(self, cfg: Any, model: torch.nn.Module, work_dir: str) -> torch.nn.Module:
+        """``model``'s weights exported at the benchmark's shape and loaded in ONNX Runtime."""
+        from shvit_mm.inference.deploy_onnx import build_onnx_model, export_onnx
+        os.makedirs(work_dir)
+        checkpoint = os.path.join(work_dir, 'weights.pth')
+        torch.save(dict(state_dict=model.state_dict()), checkpoint)
+        onnx = export_onnx(cfg, checkpoint, work_dir, shape=self.shape)
+        return build_onnx_model(cfg, onnx, threads=self.threads)
+
+    def _measure(self, tmp: str) -> Dict[str, Any]:
         (h, w), calls, info = self.shape, {}, {}
         for config in self.configs:
             base = '/'.join(config.replace('\\', '/').split('/')[-2:]).replace('.py', '')
@@ -82,11 +102,14 @@ class ModelSpeed(Benchmark):
                 self.say(f'building {label} ({scope})')
                 torch.manual_seed(0)
                 model = build_model(cfg, device=self.device)
+                if variant == 'onnxruntime':
+                    model = self._onnx_model(cfg, model, os.path.join(tmp, str(len(calls))))
                 fast = (enable_fast_inference(model, amp=variant == 'fast-amp')
-                        if variant != 'eager' else None)
+                        if variant in ('fast', 'fast-amp') else None)
                 timer = PartTimer({k: [m for p in v for m in submodules(model, p)]
                                    for k, v in PART_MODULES.items()}, self.device)
-                calls[label] = lambda t=timer, m=model, x=x, s=samples: t(lambda: m.predict(x, s))
+                run = model.predict if variant != 'onnxruntime' else model.forward
+                calls[label] = lambda t=timer, f=run, x=x, s=samples: t(lambda: f(x, s))
                 info[label] = dict(config=config, base=base, variant=variant, codebase=scope,
                                    model=type(model).__name__, padded=padded, fast=fast, **flops,
                                    parts_present=[k for k, v in PART_MODULES.items()
@@ -125,7 +148,8 @@ class ModelSpeed(Benchmark):
             return '-' if v is None else f'{v:.2f}x'
 
         lines += markdown_table(
-            ['model', 'backbone', 'neck', 'dense heads', 'RoI extract', 'RoI heads', 'post',
+            ['model', 'backbone', 'neck', 'dense heads', 'RoI extract', 'RoI heads', 'ONNX graph',
+             'post',
              'total ms', 'CPU ms', 'vs own eager', f'vs {result["reference"]}'],
             [[r['label']] + [ms(r, k) for k in list(PART_MODULES) + ['post']]
              + [f'{r["median"]["total"] * 1e3:.0f}', f'{r["median"]["cpu"] * 1e3:.0f}',

@@ -51,3 +51,24 @@ def test_unknown_variant_is_refused():
     from shvit_mm.benchmark.model_speed import ModelSpeed
     with pytest.raises(ValueError, match='unknown variants'):
         ModelSpeed(configs=['x.py'], variants=('turbo', ))
+
+
+def test_onnxruntime_variant_times_the_exported_graph_beside_eager():
+    from shvit_mm.benchmark.model_speed import ModelSpeed
+    config = osp.join(REPO_ROOT, 'configs/retinanet/shvit_s1.py')
+    result = ModelSpeed(configs=[config], shape=(96, 128), reps=1, warmup=0, threads=1,
+                        variants=('eager', 'onnxruntime'), detections=7,
+                        count_flops=False).run()
+    rows = {r['label']: r for r in result['rows']}
+    eager, onnx = rows['retinanet/shvit_s1'], rows['retinanet/shvit_s1 [onnxruntime]']
+    assert onnx['parts_present'] == ['onnx_graph'] and onnx['model'].startswith('DetectionOnnx')
+    assert 'onnx_graph' not in eager['parts_present']
+    assert 0 < onnx['median']['onnx_graph'] < onnx['median']['total']
+    assert onnx['speedup_vs_eager'] == eager['median']['total'] / onnx['median']['total']
+    assert '| ONNX graph |' in ModelSpeed.markdown(result)
+
+
+def test_onnxruntime_variant_is_cpu_only():
+    from shvit_mm.benchmark.model_speed import ModelSpeed
+    with pytest.raises(ValueError, match='runs on the CPU'):
+        ModelSpeed(configs=['x.py'], variants=('onnxruntime', ), device='cuda')

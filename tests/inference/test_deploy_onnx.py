@@ -1,6 +1,7 @@
 """Whole-model ONNX export through MMDeploy (shvit_mm.inference.deploy_onnx, tools/deploy.py).
 
-Each model (the demo Mask R-CNN, the COCO RetinaNet with 5 classes, the demo Semantic FPN) is
+Each model (the demo Mask R-CNN, the COCO RetinaNet with 5 classes, the single-head Deformable
+DETR on SHViT-S1 with 5 classes, the demo Semantic FPN) is
 exported once at one picture size, from a checkpoint whose BatchNorm statistics and head weights
 are random (so that boxes, scores, classes, masks and logits all depend on the input), and checked
 at two other sizes: ONNX Runtime's outputs of the graph against the same MMDeploy-rewritten model
@@ -22,21 +23,26 @@ from conftest import REPO_ROOT, randomize_norm_stats_
 MASK_RCNN = osp.join(REPO_ROOT, 'configs/demo/mask_rcnn_shvit_s1_demo.py')
 RETINANET = osp.join(REPO_ROOT, 'configs/retinanet/shvit_s1.py')
 SEM_FPN = osp.join(REPO_ROOT, 'configs/demo/sem_fpn_shvit_s1_demo.py')
+UPERNET = osp.join(REPO_ROOT, 'configs/upernet/shvit_s1.py')
 #: options that keep the COCO RetinaNet small: 5 classes, 320 px test pictures
 RETINANET_OPTIONS = {'model.bbox_head.num_classes': 5}
+DETR = osp.join(REPO_ROOT, 'configs/deformable_detr/shvit_s4_single_head.py')
+#: the single-head Deformable DETR on the smallest backbone, 5 classes
+DETR_OPTIONS = {'model.backbone.arch': 's1', 'model.neck.in_channels': [128, 224, 320],
+                'model.bbox_head.num_classes': 5}
 EXPORT_SHAPE = (256, 256)
 #: two (height, width) other than the export size, multiples of 32 as the data preprocessors pad
 OTHER_SHAPES = [(320, 192), (192, 288)]
 #: the class names the checkpoints carry (the export saves them for the inferencers)
 DATASET_META = {'classes': ['disc', 'square', 'triangle'], 'palette': [[220, 20, 60]] * 3}
 HEADS = ('rpn_cls', 'rpn_reg', 'fc_cls', 'fc_reg', 'conv_logits', 'retina_cls', 'retina_reg',
-         'conv_seg')
+         'conv_seg', 'cls_branches')
 
 
 def _config(path, options=None):
     from shvit_mm.apis.config import read_config
     cfg = read_config(path, options)
-    if path == RETINANET:  # the COCO test scale (1333, 800) would make the tests slow
+    if path in (RETINANET, DETR):  # the COCO test scale (1333, 800) would make the tests slow
         for step in cfg.test_pipeline:
             if step['type'] == 'Resize':
                 step['scale'] = (320, 320)
@@ -53,7 +59,7 @@ def _random_checkpoint(cfg, path):
     with torch.no_grad():
         for name, param in model.named_parameters():
             if any(head in name for head in HEADS):
-                param.normal_(0, 0.05 if 'reg' in name else 0.3)
+                param.normal_(0, 0.05 if 'reg' in name else 0.02 if 'branches' in name else 0.3)
         if hasattr(model, 'roi_head'):
             from mmdet.structures import DetDataSample
             fc_cls, logits = model.roi_head.bbox_head.fc_cls, []
@@ -76,7 +82,8 @@ def exported(tmp_path_factory):
     from shvit_mm.inference.deploy_onnx import export_onnx
     root = tmp_path_factory.mktemp('onnx')
     models = {'mask_rcnn': (MASK_RCNN, None), 'retinanet': (RETINANET, RETINANET_OPTIONS),
-              'sem_fpn': (SEM_FPN, None)}
+              'detr': (DETR, DETR_OPTIONS), 'sem_fpn': (SEM_FPN, None),
+              'upernet': (UPERNET, None)}
     done = {}
 
     def get(name):
@@ -96,7 +103,7 @@ def exported(tmp_path_factory):
     return get
 
 
-def _graph_outputs(cfg, ckpt, onnx_path, shapes):
+def _graph_outputs(cfg, ckpt, onnx_path, shapes, padding=(24, 8)):
     """For one random pre-processed picture of each of ``shapes``: the outputs of the exported
     graph (ONNX Runtime) and of the same rewritten model in PyTorch (one rewrite context for all:
     entering one takes seconds)."""
@@ -118,8 +125,8 @@ def _graph_outputs(cfg, ckpt, onnx_path, shapes):
         torch.manual_seed(shape[0] * shape[1])
         feed = {'input': torch.randn(1, 3, *shape)}
         if 'img_shape' in [node.name for node in session.get_inputs()]:
-            # the picture without padding: 24 rows and 8 columns less than the input
-            feed['img_shape'] = torch.tensor([shape[0] - 24, shape[1] - 8])
+            # the picture without padding: by default 24 rows and 8 columns less than the input
+            feed['img_shape'] = torch.tensor([shape[0] - padding[0], shape[1] - padding[1]])
         feeds.append(feed)
     model = patch_model(model, cfg=deploy, backend='onnxruntime')
     refs = []
@@ -144,7 +151,10 @@ def graph_outputs(exported):
     def get(name):
         if name not in done:
             shapes = [EXPORT_SHAPE] + OTHER_SHAPES
-            done[name] = dict(zip(shapes, _graph_outputs(*exported(name), shapes)))
+            # Deformable DETR's configs do not pad (pad_size_divisor 1): the graph has no
+            # padding mask, as MMDetection builds none for an unpadded picture
+            padding = (0, 0) if name == 'detr' else (24, 8)
+            done[name] = dict(zip(shapes, _graph_outputs(*exported(name), shapes, padding)))
         return done[name]
 
     return get
@@ -206,10 +216,39 @@ def test_retinanet_graph_matches_pytorch_at_other_sizes(graph_outputs, shape):
 
 
 @pytest.mark.parametrize('shape', OTHER_SHAPES, ids=lambda s: f'{s[0]}x{s[1]}')
+def test_deformable_detr_graph_matches_pytorch_at_other_sizes(graph_outputs, shape):
+    """The single-head Deformable DETR: multi-scale deformable attention through ONNX's
+    ``GridSample``; boxes scaled to the picture as MMDetection's head does."""
+    ref, got = graph_outputs('detr')[shape]
+    box_diff, score_diff = _det_diffs(ref, got)
+    assert box_diff < 1e-3 and score_diff < 1e-5
+    # boxes spread over the picture, scores spread (random decoder features favour one class)
+    assert ref[0][0, :, :4].std(0).min() > 10 and ref[0][0, :, 4].std() > 1e-3
+
+
+def test_deformable_detr_graph_has_only_standard_onnx_ops(exported):
+    """No MMDeploy custom op (``mmdeploy::grid_sampler``, ``MMCVMultiScaleDeformableAttention``),
+    which plain ONNX Runtime cannot run."""
+    import onnx
+    graph = onnx.load(exported('detr')[2]).graph
+    assert {node.domain for node in graph.node} <= {'', 'ai.onnx'}
+    assert 'GridSample' in {node.op_type for node in graph.node}
+
+
+@pytest.mark.parametrize('shape', OTHER_SHAPES, ids=lambda s: f'{s[0]}x{s[1]}')
 def test_sem_fpn_graph_matches_pytorch_at_other_sizes(graph_outputs, shape):
     """The logits (the deploy config has no arg-max in the graph) at the input's own size."""
     (logits,), got = graph_outputs('sem_fpn')[shape]
     assert logits.shape == (1, 6) + shape
+    assert _max_diffs([logits], got)[0] < 1e-4 < logits.std()
+
+
+@pytest.mark.parametrize('shape', OTHER_SHAPES, ids=lambda s: f'{s[0]}x{s[1]}')
+def test_upernet_graph_matches_pytorch_at_other_sizes(graph_outputs, shape):
+    """UPerNet's pyramid pooling (scales 1, 2, 3, 6) on stride-64 maps of 5x3 and 3x5 cells:
+    adaptive pooling windows that overlap and differ in size."""
+    (logits,), got = graph_outputs('upernet')[shape]
+    assert logits.shape == (1, 150) + shape
     assert _max_diffs([logits], got)[0] < 1e-4 < logits.std()
 
 
@@ -289,10 +328,10 @@ def _test_step_both(cfg, ckpt, onnx_path, picture_shape):
                 model.test_step(copy.deepcopy(data))[0])
 
 
-@pytest.mark.parametrize('name', ['mask_rcnn', 'retinanet'])
+@pytest.mark.parametrize('name', ['mask_rcnn', 'retinanet', 'detr'])
 def test_onnx_detector_predicts_as_pytorch(exported, name):
-    """A 200x240 picture, resized to 267x320 and padded by the data preprocessor: the graph
-    clips boxes to the picture (its ``img_shape`` input), as MMDetection does. Mask R-CNN: the
+    """A 200x240 picture, resized to 267x320 and padded by the data preprocessor (not DETR's):
+    the graph clips boxes to the picture (its ``img_shape`` input), as MMDetection does. Mask R-CNN: the
     proposals as MMDetection's RPN makes them (level by level, no score threshold) and every
     class's own box (MMDeploy's rewrites give every class the best class's box)."""
     got, ref = _test_step_both(*exported(name), (200, 240))
@@ -301,7 +340,8 @@ def test_onnx_detector_predicts_as_pytorch(exported, name):
     order = _match(ref.bboxes, ref.scores, ref.labels, got.bboxes, got.scores, got.labels)
     assert torch.allclose(got.bboxes[order], ref.bboxes, atol=1e-3)
     assert torch.allclose(got.scores[order], ref.scores, atol=1e-5)
-    assert len(ref.labels.unique()) > 1
+    # random decoder features are alike across DETR's queries: one class wins them all
+    assert len(ref.labels.unique()) > 1 or name == 'detr'
     if name == 'mask_rcnn':
         assert got.masks.shape == ref.masks.shape == (100, 200, 240)
         assert (got.masks[order] == ref.masks).float().mean() > 0.9999
@@ -314,6 +354,18 @@ def test_onnx_segmentor_predicts_as_pytorch(exported):
     assert got.pred_sem_seg.shape == ref.pred_sem_seg.shape == (200, 240)
     assert torch.allclose(got.seg_logits.data, ref.seg_logits.data, atol=1e-4)
     assert torch.equal(got.pred_sem_seg.data, ref.pred_sem_seg.data)
+
+
+def test_threads_set_onnx_runtime_session_and_keep_predictions(exported):
+    """``build_onnx_model(threads=1)`` (the benchmark's one-thread variant) re-creates the
+    session with one intra-op thread; the graph's outputs do not change."""
+    from shvit_mm.inference.deploy_onnx import build_onnx_model
+    cfg, _, onnx_path = exported('sem_fpn')
+    default, one = build_onnx_model(cfg, onnx_path), build_onnx_model(cfg, onnx_path, threads=1)
+    assert one.wrapper.sess.get_session_options().intra_op_num_threads == 1
+    x = torch.randn(1, 3, 96, 128, generator=torch.Generator().manual_seed(0))
+    got, ref = (m.wrapper({'input': x})['output'] for m in (one, default))
+    assert got.shape[-2:] == (96, 128) and torch.allclose(got, ref, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@
         mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py --shape 800 1333 --variants eager fast fast-amp
 
 Each model runs eager and through the fast inference path (``--variants``: ``fast`` = BatchNorm
-folding + channels-last, ``fast-amp`` = the same in bf16 on capable CPUs / fp16 on CUDA).
+folding + channels-last, ``fast-amp`` = the same in bf16 on capable CPUs / fp16 on CUDA,
+``onnxruntime`` = exported through MMDeploy and run by ONNX Runtime).
 Detectors are fixed at ``--detections`` boxes per image (score threshold 0), so that random
 weights give a realistic load. Prints markdown (time per part: backbone, neck, dense heads, RoI
 extraction, RoI heads, post-processing; parameters / FLOPs per part) and writes JSON. The logic
@@ -43,7 +44,8 @@ def parse_args(argv=None):
     p.add_argument('--shape', nargs='+', type=int, default=None,
                    help='H W (or one size); default: each table\'s own (800x1333 / 512x512)')
     p.add_argument('--variants', nargs='+', default=['eager', 'fast', 'fast-amp'],
-                   choices=['eager', 'fast', 'fast-amp'])
+                   choices=['eager', 'fast', 'fast-amp', 'onnxruntime'],
+                   help='onnxruntime: exported through MMDeploy, run by ONNX Runtime (CPU)')
     p.add_argument('--detections', type=int, default=100,
                    help='boxes per image a detector is fixed at (0: the config\'s own test_cfg)')
     p.add_argument('--reps', type=int, default=5)

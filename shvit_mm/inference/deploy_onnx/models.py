@@ -5,7 +5,7 @@ import functools
 import json
 import os.path as osp
 import types
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -14,19 +14,21 @@ from .export import (SAVED_DATASET_META, SAVED_DEPLOY_CFG, codebase_scope, read_
 from .rewriters import register_rewriters
 
 
-
 def is_onnx_file(path) -> bool:
     """Whether ``path`` names an exported graph (``tools/deploy.py``'s ``.onnx``), which runs
     through :func:`build_onnx_model`, rather than a checkpoint to load into PyTorch."""
     return str(path).lower().endswith('.onnx')
 
-def build_onnx_model(config: Any, onnx_path: str, device: str = 'cpu', deploy_cfg: Any = None):
+
+def build_onnx_model(config: Any, onnx_path: str, device: str = 'cpu', deploy_cfg: Any = None,
+                     threads: Optional[int] = None):
     """An ONNX Runtime model for ``onnx_path`` (MMDeploy's backend model for the task).
 
     Its ``test_step`` / ``forward(inputs, data_samples, mode='predict')`` gives the codebase's
     data samples (boxes in the original picture, pasted masks, ``pred_sem_seg``). The deploy
     config is ``deploy_cfg``, else the one :func:`export_onnx` saved next to the file, else the
     task's default; ``dataset_meta`` (class names) is the checkpoint's, when the export saved it.
+    ``threads``: ONNX Runtime's intra-op threads (default: its own choice, one per physical core).
     """
     if not osp.isfile(onnx_path):
         raise FileNotFoundError(f'ONNX file not found: {onnx_path}')
@@ -58,11 +60,24 @@ def build_onnx_model(config: Any, onnx_path: str, device: str = 'cpu', deploy_cf
             model.align_corners = decode_head.get('align_corners', False)
             model.decode_head = types.SimpleNamespace(
                 threshold=decode_head.get('threshold') or 0.3)
+    if threads:
+        _set_threads(model.wrapper, onnx_path, int(threads))
     meta_file = osp.join(saved_dir, SAVED_DATASET_META)
     if osp.isfile(meta_file):
         with open(meta_file) as f:
             model.dataset_meta = json.load(f)
     return model.to(device).eval()
+
+
+def _set_threads(wrapper, onnx_path: str, threads: int) -> None:
+    """Re-create MMDeploy's ONNX Runtime session (``wrapper.sess``) with ``threads`` intra-op
+    threads; MMDeploy's wrapper leaves the count to ONNX Runtime."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    wrapper.sess = ort.InferenceSession(onnx_path, options,
+                                        providers=wrapper.sess.get_providers())
+    wrapper.io_binding = wrapper.sess.io_binding()
 
 
 @functools.lru_cache(maxsize=None)

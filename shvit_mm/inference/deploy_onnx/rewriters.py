@@ -6,12 +6,16 @@ They make the graph of a detector or segmentor what the PyTorch model computes:
   this one builds ONNX's ``RoiAlign`` without it (``half_pixel`` for ``aligned`` from opset 16);
 * ``GatherRoIExtractor`` (a CPU gather that does not trace) exports as MMDeploy's
   ``SingleRoIExtractor``: the same values, with ONNX's ``RoiAlign``;
+* ``adaptive_avg_pool2d`` (UPerNet's pyramid pooling) exactly at every size, where MMDeploy's
+  rewrite bakes in a pooling kernel from the export size;
 * MMSegmentation's ``Upsample`` (Semantic FPN's scale heads) turns the feature size into Python
   integers, which the trace bakes into the graph (wrong logits at any other size, no error): the
   size is computed in the graph instead;
 * the RPN's proposals (NMS level by level, no score threshold, ``min_bbox_size``) and the R-CNN
   box head's multi-class NMS (each class with its own box) as MMDetection makes them, where
   MMDeploy's rewrites differ from it;
+* ``grid_sample`` (Deformable DETR's attention on the CPU) as ONNX's ``GridSample``;
+* Deformable DETR gets the ``batch_input_shape`` its transformer reads;
 * detectors clip boxes to the graph input ``img_shape`` (the picture without its padding) when
   the export adds one (:mod:`.export`), as MMDetection clips them.
 """
@@ -74,6 +78,22 @@ def register_rewriters() -> None:
             boxes = g.op('Add', boxes, g.op('Constant', value_t=shift))
         return g.op('RoiAlign', input, boxes, batch_indices, **attrs)
 
+    FUNCTION_REWRITER.register_rewriter('torch.nn.functional.adaptive_avg_pool2d',
+                                        backend='onnxruntime')(_adaptive_avg_pool2d)
+
+    @SYMBOLIC_REWRITER.register_symbolic('grid_sampler', is_pytorch=True, backend='onnxruntime')
+    def grid_sampler__onnxruntime(g, input, grid, interpolation_mode, padding_mode,
+                                  align_corners=False):
+        """``grid_sample`` (the pure-PyTorch multi-scale deformable attention of Deformable
+        DETR) as ONNX's ``GridSample`` from opset 16, which ONNX Runtime runs; below it,
+        MMDeploy's ``mmdeploy::grid_sampler``, which needs MMDeploy's custom-op library."""
+        ctx = SYMBOLIC_REWRITER.get_context()
+        if get_ir_config(ctx.cfg).get('opset_version', 11) >= 16:
+            from torch.onnx.symbolic_opset16 import grid_sampler
+        else:
+            from mmdeploy.pytorch.symbolics.grid_sampler import grid_sampler
+        return grid_sampler(g, input, grid, interpolation_mode, padding_mode, align_corners)
+
     try:
         import shvit_mm.detection  # noqa: F401  (needs MMDetection)
     except ImportError:
@@ -95,7 +115,9 @@ def register_rewriters() -> None:
                 ('mmdet.models.detectors.two_stage.TwoStageDetector.forward',
                  _two_stage_detector__forward),
                 ('mmdet.models.detectors.single_stage.SingleStageDetector.forward',
-                 _single_stage_detector__forward)):
+                 _single_stage_detector__forward),
+                ('mmdet.models.detectors.base_detr.DetectionTransformer.forward',
+                 _detection_transformer__forward)):
             FUNCTION_REWRITER.register_rewriter(func_name, backend='onnxruntime')(rewrite)
 
     try:
@@ -116,6 +138,31 @@ def register_rewriters() -> None:
                 align_corners=self.align_corners, recompute_scale_factor=True)
 
     _registered = True
+
+
+def _adaptive_avg_pool2d(input, output_size):
+    """``adaptive_avg_pool2d`` (UPerNet's pyramid pooling) as PyTorch computes it, at any input
+    size: output cell ``i`` of ``o`` averages rows ``floor(i * n / o)`` to ``ceil((i + 1) * n / o)``
+    of ``n``, written as two products with averaging matrices built in the graph. MMDeploy's
+    rewrite uses ``avg_pool2d`` with a kernel of ``int(n / o)`` baked in at the export size: wrong
+    wherever ``n`` is not a multiple of ``o`` (windows overlap or differ in size), with no
+    error."""
+    from mmdeploy.core import FUNCTION_REWRITER
+    from torch.nn.modules.utils import _pair
+    output_size = _pair(output_size)
+    if None in output_size or tuple(output_size) == (1, 1):
+        return FUNCTION_REWRITER.get_context().origin_func(input, output_size)
+    size = torch._shape_as_tensor(input)[-2:]
+
+    def averaging(n, o):  # (o, n): row i holds 1 / width over window i
+        i = torch.arange(o, device=input.device)
+        start, end = (i * n) // o, ((i + 1) * n + o - 1) // o
+        cols = torch.arange(n, device=input.device)
+        window = ((cols >= start[:, None]) & (cols < end[:, None])).to(input.dtype)
+        return window / window.sum(1, keepdim=True)
+
+    rows, cols = averaging(size[0], output_size[0]), averaging(size[1], output_size[1])
+    return torch.matmul(torch.matmul(rows, input), cols.transpose(0, 1))
 
 
 def _graph_img_shape(batch_inputs, data_samples, deploy_cfg):
@@ -159,6 +206,24 @@ def _single_stage_detector__forward(self, batch_inputs, data_samples=None, mode=
     deploy_cfg = FUNCTION_REWRITER.get_context().cfg
     data_samples = _graph_img_shape(batch_inputs, data_samples, deploy_cfg)
     return self.bbox_head.predict(self.extract_feat(batch_inputs), data_samples, rescale=False)
+
+
+def _detection_transformer__forward(self, batch_inputs, data_samples=None, rescale=True,
+                                    **kwargs):
+    """``DetectionTransformer.forward`` (DETR, Deformable DETR) for ONNX Runtime: MMDeploy's,
+    with the ``batch_input_shape`` that MMDetection's ``pre_transformer`` reads (MMDeploy's sets
+    only ``img_shape``) and the boxes scaled to the graph input ``img_shape`` when there is one
+    (:func:`_graph_img_shape`). Under export no padding mask is built (MMDetection's
+    ``pre_transformer`` skips it), which is what PyTorch computes for a batch of one picture."""
+    from mmdeploy.core import FUNCTION_REWRITER
+    deploy_cfg = FUNCTION_REWRITER.get_context().cfg
+    data_samples = _graph_img_shape(batch_inputs, data_samples, deploy_cfg)
+    input_shape = torch._shape_as_tensor(batch_inputs)[2:]
+    for data_sample in data_samples:
+        data_sample.set_field(name='batch_input_shape', value=input_shape, field_type='metainfo')
+    feats = self.extract_feat(batch_inputs)
+    head_inputs = self.forward_transformer(feats, data_samples)
+    return self.bbox_head.predict(**head_inputs, rescale=False, batch_data_samples=data_samples)
 
 
 def _bbox_head__predict_by_feat(self, rois, cls_scores, bbox_preds, batch_img_metas,

@@ -24,8 +24,10 @@ MASK_RCNN = osp.join(REPO_ROOT, 'configs/demo/mask_rcnn_shvit_s1_demo.py')
 RETINANET = osp.join(REPO_ROOT, 'configs/retinanet/shvit_s1.py')
 SEM_FPN = osp.join(REPO_ROOT, 'configs/demo/sem_fpn_shvit_s1_demo.py')
 UPERNET = osp.join(REPO_ROOT, 'configs/upernet/shvit_s1.py')
-#: options that keep the COCO RetinaNet small: 5 classes, 320 px test pictures
-RETINANET_OPTIONS = {'model.bbox_head.num_classes': 5}
+#: the COCO RetinaNet with 5 classes, and fewer pre-NMS candidates than a level's anchors
+#: (MMDeploy's and MMDetection's choice of them differ there); test pictures of 320 px
+RETINANET_OPTIONS = {'model.bbox_head.num_classes': 5, 'model.test_cfg.nms_pre': 100,
+                     'model.test_cfg.max_per_img': 300}
 DETR = osp.join(REPO_ROOT, 'configs/deformable_detr/shvit_s4_single_head.py')
 #: the single-head Deformable DETR on the smallest backbone, 5 classes
 DETR_OPTIONS = {'model.backbone.arch': 's1', 'model.neck.in_channels': [128, 224, 320],
@@ -336,7 +338,7 @@ def test_onnx_detector_predicts_as_pytorch(exported, name):
     class's own box (MMDeploy's rewrites give every class the best class's box)."""
     got, ref = _test_step_both(*exported(name), (200, 240))
     got, ref = got.pred_instances, ref.pred_instances
-    assert len(got) == len(ref) == 100
+    assert len(got) == len(ref) == (100 if name != 'retinanet' else len(ref)) > 0
     order = _match(ref.bboxes, ref.scores, ref.labels, got.bboxes, got.scores, got.labels)
     assert torch.allclose(got.bboxes[order], ref.bboxes, atol=1e-3)
     assert torch.allclose(got.scores[order], ref.scores, atol=1e-5)

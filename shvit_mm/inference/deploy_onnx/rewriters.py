@@ -11,9 +11,10 @@ They make the graph of a detector or segmentor what the PyTorch model computes:
 * MMSegmentation's ``Upsample`` (Semantic FPN's scale heads) turns the feature size into Python
   integers, which the trace bakes into the graph (wrong logits at any other size, no error): the
   size is computed in the graph instead;
-* the RPN's proposals (NMS level by level, no score threshold, ``min_bbox_size``) and the R-CNN
-  box head's multi-class NMS (each class with its own box) as MMDetection makes them, where
-  MMDeploy's rewrites differ from it;
+* the RPN's proposals (NMS level by level, no score threshold, ``min_bbox_size``), the R-CNN
+  box head's multi-class NMS (each class with its own box) and RetinaNet's candidates (the best
+  (anchor, class) pairs of each level) as MMDetection makes them, where MMDeploy's rewrites differ
+  from it;
 * ``grid_sample`` (Deformable DETR's attention on the CPU) as ONNX's ``GridSample``;
 * Deformable DETR gets the ``batch_input_shape`` its transformer reads;
 * detectors clip boxes to the graph input ``img_shape`` (the picture without its padding) when
@@ -110,6 +111,8 @@ def register_rewriters() -> None:
         for func_name, rewrite in (
                 ('mmdet.models.dense_heads.rpn_head.RPNHead.predict_by_feat',
                  _rpn_head__predict_by_feat),
+                ('mmdet.models.dense_heads.base_dense_head.BaseDenseHead.predict_by_feat',
+                 _dense_head__predict_by_feat),
                 ('mmdet.models.roi_heads.bbox_heads.bbox_head.BBoxHead.predict_by_feat',
                  _bbox_head__predict_by_feat),
                 ('mmdet.models.detectors.two_stage.TwoStageDetector.forward',
@@ -262,6 +265,64 @@ def _bbox_head__predict_by_feat(self, rois, cls_scores, bbox_preds, batch_img_me
         iou_threshold=rcnn_test_cfg.nms.get('iou_threshold', 0.5),
         score_threshold=rcnn_test_cfg.get('score_thr', 0.05), pre_top_k=-1,
         keep_top_k=max_per_img, nms_type=rcnn_test_cfg.nms.get('type', 'nms'))
+
+
+def _dense_head__predict_by_feat(self, cls_scores, bbox_preds, score_factors=None,
+                                 batch_img_metas=None, cfg=None, rescale=False, with_nms=True,
+                                 **kwargs):
+    """``BaseDenseHead.predict_by_feat`` for ONNX Runtime, with MMDetection's candidates for
+    sigmoid-classified heads without score factors (RetinaNet).
+
+    MMDeploy's default rewrite keeps on each level the ``nms_pre`` anchors of best top-class
+    score; MMDetection (``filter_scores_and_topk``) keeps the ``nms_pre`` best (anchor, class)
+    pairs scoring above ``score_thr``, each with its own class. Here each pair becomes a
+    candidate scored for its class only (0 elsewhere) for ONNX's ``NonMaxSuppression``, which
+    then does MMDetection's class-aware NMS. Other heads get MMDeploy's rewrite. Returns
+    ``(dets, labels)``.
+    """
+    from mmdeploy.codebase.mmdet.models.dense_heads.base_dense_head import \
+        base_dense_head__predict_by_feat
+    from mmdeploy.mmcv.ops import multiclass_nms
+    if (score_factors is not None or not getattr(self, 'use_sigmoid_cls', False) or not with_nms
+            or getattr(self, 'with_score_factors', False)):
+        return base_dense_head__predict_by_feat(
+            self, cls_scores, bbox_preds, score_factors, batch_img_metas=batch_img_metas,
+            cfg=cfg, rescale=rescale, with_nms=with_nms, **kwargs)
+    cfg = self.test_cfg if cfg is None else cfg
+    batch_size, num_classes = cls_scores[0].shape[0], self.cls_out_channels
+    featmap_sizes = [score.shape[-2:] for score in cls_scores]
+    mlvl_priors = self.prior_generator.grid_priors(featmap_sizes, device=cls_scores[0].device)
+    nms_pre, dim = cfg.get('nms_pre', -1), self.bbox_coder.encode_size
+    mlvl_deltas, mlvl_scores, mlvl_labels, mlvl_anchors = [], [], [], []
+    for cls_score, bbox_pred, priors in zip(cls_scores, bbox_preds, mlvl_priors):
+        scores = cls_score.permute(0, 2, 3, 1).reshape(batch_size, -1).sigmoid()  # (anchor, class)
+        deltas = bbox_pred.permute(0, 2, 3, 1).reshape(batch_size, -1, dim)
+        anchors = priors.unsqueeze(0).expand(batch_size, -1, -1)
+        if nms_pre > 0:  # MMDeploy's topk rewrite caps k at the number of pairs
+            scores, pair_inds = scores.topk(nms_pre, dim=1)
+        else:
+            pair_inds = torch.arange(scores.shape[1], device=scores.device).expand(batch_size, -1)
+        anchor_inds = pair_inds // num_classes
+        mlvl_labels.append(pair_inds % num_classes)
+        mlvl_deltas.append(deltas.gather(1, anchor_inds.unsqueeze(-1).expand(-1, -1, dim)))
+        mlvl_anchors.append(anchors.gather(
+            1, anchor_inds.unsqueeze(-1).expand(-1, -1, anchors.shape[-1])))
+        mlvl_scores.append(scores)
+    scores, labels = torch.cat(mlvl_scores, dim=1), torch.cat(mlvl_labels, dim=1)
+    bboxes = self.bbox_coder.decode(torch.cat(mlvl_anchors, dim=1), torch.cat(mlvl_deltas, dim=1),
+                                    max_shape=batch_img_metas[0]['img_shape'])
+    if cfg.get('min_bbox_size', -1) >= 0:
+        min_size = cfg['min_bbox_size']
+        valid = ((bboxes[..., 2] - bboxes[..., 0] > min_size)
+                 & (bboxes[..., 3] - bboxes[..., 1] > min_size))
+        scores = scores * valid.to(scores.dtype)
+    class_range = torch.arange(num_classes, device=labels.device)
+    class_scores = scores.unsqueeze(-1) * (labels.unsqueeze(-1) == class_range).to(scores.dtype)
+    max_per_img = cfg.get('max_per_img', 100)
+    return multiclass_nms(
+        bboxes, class_scores, max_output_boxes_per_class=max_per_img,
+        iou_threshold=cfg.nms.get('iou_threshold', 0.5), score_threshold=cfg.get('score_thr', 0.),
+        pre_top_k=-1, keep_top_k=max_per_img, nms_type=cfg.nms.get('type', 'nms'))
 
 
 def _rpn_head__predict_by_feat(self, cls_scores, bbox_preds, score_factors=None,

@@ -107,12 +107,32 @@ def _detection_model_class(base):
                 height, width = data_sample.metainfo['img_shape'][:2]
                 dets[i, :, 0:4:2] = dets[i, :, 0:4:2].clamp(0, width)
                 dets[i, :, 1:4:2] = dets[i, :, 1:4:2].clamp(0, height)
-            masks = outputs[2] if len(outputs) >= 3 else None
-            self.postprocessing_results(dets, outputs[1], masks, data_samples)
+            self.postprocessing_results(dets, outputs[1], None, data_samples)
+            if len(outputs) >= 3:  # 28x28 masks, pasted as MMDetection pastes them
+                test_cfg = self.model_cfg.model.get('test_cfg') if self.model_cfg else None
+                rcnn = (test_cfg or {}).get('rcnn') or {}
+                for sample, kept, masks in zip(data_samples, dets[..., 4] > 0, outputs[2]):
+                    sample.pred_instances.masks = _paste_masks(
+                        masks[kept], sample.pred_instances.bboxes, sample.metainfo['ori_shape'][:2],
+                        rcnn.get('mask_thr_binary', 0.5))
             return data_samples
 
     DetectionOnnxModel.__name__ = DetectionOnnxModel.__qualname__ = f'DetectionOnnx{base.__name__}'
     return DetectionOnnxModel
+
+
+def _paste_masks(masks: torch.Tensor, bboxes: torch.Tensor, shape, threshold: float):
+    """The graph's 28x28 mask probabilities of each detection pasted into its box (in the
+    original picture, ``shape``) and thresholded: MMDetection's ``FCNMaskHead`` on the CPU, one
+    mask at a time over its box only."""
+    from mmdet.models.roi_heads.mask_heads.fcn_mask_head import _do_paste_mask
+    height, width = (int(size) for size in shape)
+    pasted = torch.zeros(len(masks), height, width, dtype=torch.bool, device=masks.device)
+    for i in range(len(masks)):
+        chunk, spatial = _do_paste_mask(masks[i:i + 1, None], bboxes[i:i + 1], height, width,
+                                        skip_empty=masks.device.type == 'cpu')
+        pasted[(torch.tensor([i]), ) + spatial] = chunk >= threshold
+    return pasted
 
 
 @functools.lru_cache(maxsize=None)

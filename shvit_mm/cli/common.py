@@ -119,7 +119,7 @@ def run_guarded(fn, cfg: Config):
         from mmengine.runner import find_latest_checkpoint
         path = cfg.get('load_from') or (cfg.get('resume') and find_latest_checkpoint(cfg.work_dir))
         raise unsafe_checkpoint_error(path or 'the checkpoint', e) from e
-    teardown_distributed()
+    teardown_distributed(getattr(fn, '__self__', None))  # the runner of runner.train / test
     return result
 
 

@@ -7,7 +7,9 @@ the backend to gloo, initialises the process group itself (MMEngine then skips i
 the wrapper below.
 """
 import datetime
+import gc
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -67,10 +69,17 @@ def setup_cpu_distributed(cfg: Config) -> None:
                             world_size=int(os.environ['WORLD_SIZE']), **kwargs)
 
 
-def teardown_distributed() -> None:
+def teardown_distributed(runner: Any = None) -> None:
     """Wait for every rank, then destroy the process group. Left to the interpreter's exit, a rank
     still inside a collective sees its peers' sockets close and gloo aborts it (SIGABRT) although
-    the work is done."""
+    the work is done. ``runner``'s DDP wrapper is replaced by the model it wraps first: the
+    wrapper's reducer holds the process group, which would otherwise outlive
+    ``destroy_process_group`` and be freed, with gloo's threads, while the interpreter shuts down."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+        model = getattr(runner, 'model', None)
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            runner.model = model.module
+            del model
+            gc.collect()
         dist.destroy_process_group()

@@ -40,6 +40,7 @@ def test_launcher_pytorch_on_cpu_uses_gloo_and_cpu_ddp(monkeypatch):
     monkeypatch.setenv('MASTER_PORT', str(_free_port()))
     assert not dist.is_initialized()
     setup_cpu_distributed(cfg)
+    runner = None
     try:
         assert dist.is_initialized() and dist.get_backend() == 'gloo'
         assert cfg.env_cfg.dist_cfg.backend == 'gloo'
@@ -51,9 +52,14 @@ def test_launcher_pytorch_on_cpu_uses_gloo_and_cpu_ddp(monkeypatch):
         out = wrapped(torch.ones(4, 3))
         out.sum().backward()
         assert net.weight.grad is not None
+        runner = type('Runner', (), {})()
+        runner.model = wrapped
+        del wrapped
     finally:
-        teardown_distributed()
+        teardown_distributed(runner)
     assert not dist.is_initialized()
+    # the DDP wrapper (whose reducer holds the process group) is gone before the group
+    assert runner.model is net
 
 
 _DUMP_HOOK = '''

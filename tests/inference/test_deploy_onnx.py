@@ -358,6 +358,48 @@ def test_onnx_segmentor_predicts_as_pytorch(exported):
     assert torch.equal(got.pred_sem_seg.data, ref.pred_sem_seg.data)
 
 
+def test_channel_argmax_is_torch_argmax():
+    """The running maximum over channels gives PyTorch's arg-max: the first of tied channels,
+    and a NaN taken as the maximum."""
+    from shvit_mm.inference.deploy_onnx.models import _channel_argmax
+    logits = torch.randn(150, 37, 53, generator=torch.Generator().manual_seed(0))
+    logits[7:9, :5] = 10.0  # ties: channel 7 wins
+    assert torch.equal(_channel_argmax(logits), logits.argmax(0, keepdim=True))
+    assert _channel_argmax(logits)[0, 0, 0] == 7
+    logits[100, 3, 4] = float('nan')
+    assert torch.equal(_channel_argmax(logits), logits.argmax(0, keepdim=True))
+    assert _channel_argmax(logits)[0, 3, 4] == 100
+
+
+@pytest.mark.parametrize('case', ['padded', 'resized', 'flipped', 'one_channel'])
+def test_onnx_segmentor_postprocessing_is_mmsegmentation_s(case):
+    """The ONNX segmentor's post-processing of logits (padding, resize to the original size,
+    flip, arg-max or threshold) equals ``BaseSegmentor.postprocess_result``."""
+    from mmseg.models.segmentors.base import BaseSegmentor
+    from mmseg.structures import SegDataSample
+
+    from shvit_mm.inference.deploy_onnx.models import _segmentation_model_class
+    model = object.__new__(_segmentation_model_class())
+    model.align_corners, model.decode_head = False, type('Head', (), dict(threshold=0.3))
+    channels = 1 if case == 'one_channel' else 150
+    logits = torch.randn(2, channels, 64, 96, generator=torch.Generator().manual_seed(0))
+    meta = dict(padding_size=[0, 16, 0, 8], ori_shape=(56, 80))
+    if case == 'resized':
+        meta['ori_shape'] = (75, 113)
+    if case == 'flipped':
+        meta.update(flip=True, flip_direction='horizontal')
+
+    def samples():
+        return [SegDataSample(metainfo=meta) for _ in range(2)]
+
+    got = model.pack_result(logits.clone(), samples())
+    ref = BaseSegmentor.postprocess_result(model, logits.clone(), samples())
+    for g, r in zip(got, ref):
+        assert g.pred_sem_seg.shape == r.pred_sem_seg.shape == meta['ori_shape']
+        assert torch.equal(g.seg_logits.data, r.seg_logits.data)
+        assert torch.equal(g.pred_sem_seg.data, r.pred_sem_seg.data)
+
+
 def test_threads_set_onnx_runtime_session_and_keep_predictions(exported):
     """``build_onnx_model(threads=1)`` (the benchmark's one-thread variant) re-creates the
     session with one intra-op thread; the graph's outputs do not change."""

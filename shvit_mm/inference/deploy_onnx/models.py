@@ -135,33 +135,63 @@ def _paste_masks(masks: torch.Tensor, bboxes: torch.Tensor, shape, threshold: fl
     return pasted
 
 
+def _channel_argmax(logits: torch.Tensor) -> torch.Tensor:
+    """``logits.argmax(0, keepdim=True)`` of (C, H, W) logits: the first channel holding the
+    maximum. On the CPU a running maximum over the channels, which reads memory in order
+    (PyTorch's arg-max over the channel axis of a contiguous map strides H * W apart, several
+    times slower); logits with a NaN go to PyTorch's, which takes NaN as the maximum."""
+    if logits.device.type != 'cpu' or len(logits) > 2 ** 15:
+        return logits.argmax(0, keepdim=True)
+    best, index = logits[0].clone(), torch.zeros(logits.shape[1:], dtype=torch.long)
+    greater = torch.empty(logits.shape[1:], dtype=torch.bool)
+    for channel in range(1, len(logits)):
+        torch.gt(logits[channel], best, out=greater)
+        torch.maximum(best, logits[channel], out=best)
+        index.masked_fill_(greater, channel)
+    return logits.argmax(0, keepdim=True) if best.isnan().any() else index[None]
+
+
+def _unpad(seg_map: torch.Tensor, meta: dict) -> torch.Tensor:
+    """``seg_map`` (..., H, W) without the padding ``SegDataPreProcessor`` added."""
+    left, right, top, bottom = meta.get('img_padding_size', meta.get('padding_size', [0] * 4))
+    height, width = seg_map.shape[-2:]
+    return seg_map[..., top:height - bottom, left:width - right]
+
+
 @functools.lru_cache(maxsize=None)
 def _segmentation_model_class():
     """MMDeploy's segmentation backend model with MMSegmentation's post-processing.
 
     MMDeploy's ``pack_result`` keeps the padding that ``SegDataPreProcessor`` added (a
     ``pred_sem_seg`` larger than the picture) and resizes class indices, not logits. From logits
-    (``with_argmax=False``) this runs ``BaseSegmentor.postprocess_result`` itself: padding
-    removed, bilinear resize to the original size, flip undone, ``seg_logits`` and
-    ``pred_sem_seg``; class indices from the graph get the padding removed before MMDeploy's
-    nearest resize.
+    (``with_argmax=False``) this computes what ``BaseSegmentor.postprocess_result`` does (padding
+    removed, bilinear resize to the original size, ``seg_logits`` and ``pred_sem_seg``), without
+    the resize where the sizes already agree (it is the identity there) and with
+    :func:`_channel_argmax`; flipped pictures and one-channel (sigmoid) heads get MMSegmentation's
+    own. Class indices from the graph get the padding removed before MMDeploy's nearest resize.
     """
     from mmdeploy.codebase.mmseg.deploy.segmentation_model import End2EndModel
+    from mmengine.structures import PixelData
     from mmseg.models.segmentors.base import BaseSegmentor
 
     class SegmentationOnnxModel(End2EndModel):
         align_corners = False
 
         def pack_result(self, batch_outputs, data_samples):
-            if batch_outputs.is_floating_point():
+            if not batch_outputs.is_floating_point():
+                return super().pack_result(
+                    [_unpad(seg_pred, sample.metainfo)
+                     for seg_pred, sample in zip(batch_outputs, data_samples)], data_samples)
+            if batch_outputs.shape[1] == 1 or any(s.metainfo.get('flip') for s in data_samples):
                 return BaseSegmentor.postprocess_result(self, batch_outputs, data_samples)
-            cropped = []
-            for seg_pred, data_sample in zip(batch_outputs, data_samples):
-                meta = data_sample.metainfo
-                left, right, top, bottom = meta.get(
-                    'img_padding_size', meta.get('padding_size', [0] * 4))
-                height, width = seg_pred.shape[-2:]
-                cropped.append(seg_pred[..., top:height - bottom, left:width - right])
-            return super().pack_result(cropped, data_samples)
+            for logits, sample in zip(batch_outputs, data_samples):
+                logits, size = _unpad(logits, sample.metainfo), sample.metainfo['ori_shape'][:2]
+                if tuple(logits.shape[-2:]) != tuple(size):
+                    logits = torch.nn.functional.interpolate(
+                        logits[None], size=size, mode='bilinear',
+                        align_corners=self.align_corners)[0]
+                sample.set_data(dict(seg_logits=PixelData(data=logits),
+                                     pred_sem_seg=PixelData(data=_channel_argmax(logits))))
+            return data_samples
 
     return SegmentationOnnxModel

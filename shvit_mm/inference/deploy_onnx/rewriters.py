@@ -267,6 +267,59 @@ def _bbox_head__predict_by_feat(self, rois, cls_scores, bbox_preds, batch_img_me
         keep_top_k=max_per_img, nms_type=rcnn_test_cfg.nms.get('type', 'nms'))
 
 
+def _rows(tensor, inds):
+    """Rows ``inds`` (batch, k) of ``tensor`` (batch, n, d)."""
+    return tensor.gather(1, inds.unsqueeze(-1).expand(-1, -1, tensor.shape[-1]))
+
+
+def _best_pairs(head, cls_scores, bbox_preds, img_shape, nms_pre, num_classes, pair_scores):
+    """The ``nms_pre`` best (anchor, class) pairs of each level (all with ``nms_pre`` <= 0), as
+    MMDetection's ``filter_scores_and_topk`` takes them: decoded boxes, scores, classes and
+    levels, each (batch, candidates). ``pair_scores`` turns a level's channels-last logits into
+    (batch, anchors * ``num_classes``) scores."""
+    batch_size, dim = cls_scores[0].shape[0], head.bbox_coder.encode_size
+    mlvl_priors = head.prior_generator.grid_priors([score.shape[-2:] for score in cls_scores],
+                                                   device=cls_scores[0].device)
+    levels = []
+    for level, (cls_score, bbox_pred, priors) in enumerate(
+            zip(cls_scores, bbox_preds, mlvl_priors)):
+        scores = pair_scores(cls_score.permute(0, 2, 3, 1))
+        deltas = bbox_pred.permute(0, 2, 3, 1).reshape(batch_size, -1, dim)
+        anchors = priors.unsqueeze(0).expand(batch_size, -1, -1)
+        if nms_pre > 0:  # MMDeploy's topk rewrite caps k at the number of pairs
+            scores, pair_inds = scores.topk(nms_pre, dim=1)
+        else:
+            pair_inds = torch.arange(scores.shape[1], device=scores.device).expand(batch_size, -1)
+        anchor_inds, classes = pair_inds, torch.zeros_like(pair_inds)
+        if num_classes > 1:
+            anchor_inds, classes = pair_inds // num_classes, pair_inds % num_classes
+        levels.append((scores, classes, _rows(deltas, anchor_inds), _rows(anchors, anchor_inds),
+                       torch.full_like(pair_inds, level)))
+    scores, classes, deltas, anchors, level_ids = (torch.cat(t, dim=1) for t in zip(*levels))
+    bboxes = head.bbox_coder.decode(anchors, deltas, max_shape=img_shape)
+    return bboxes, scores, classes, level_ids
+
+
+def _grouped_nms(bboxes, scores, groups, num_groups, cfg, score_thr, iou_thr, max_per_img):
+    """MMDetection's NMS within groups (classes, or an RPN's levels) as one ONNX
+    ``NonMaxSuppression``: each candidate is scored for its own group only (0 elsewhere); boxes
+    no wider or taller than ``cfg.min_bbox_size`` get score 0 (dropped by a threshold of 0).
+    Returns ``(dets, labels)``."""
+    from mmdeploy.mmcv.ops import multiclass_nms
+    min_size = cfg.get('min_bbox_size', -1)
+    if min_size >= 0:
+        valid = ((bboxes[..., 2] - bboxes[..., 0] > min_size)
+                 & (bboxes[..., 3] - bboxes[..., 1] > min_size))
+        scores = scores * valid.to(scores.dtype)
+    group_range = torch.arange(num_groups, device=groups.device)
+    group_scores = scores.unsqueeze(-1) * (groups.unsqueeze(-1) == group_range).to(scores.dtype)
+    max_per_img = cfg.get('max_per_img', max_per_img)
+    return multiclass_nms(
+        bboxes, group_scores, max_output_boxes_per_class=max_per_img,
+        iou_threshold=cfg.nms.get('iou_threshold', iou_thr), score_threshold=score_thr,
+        pre_top_k=-1, keep_top_k=max_per_img, nms_type=cfg.nms.get('type', 'nms'))
+
+
 def _dense_head__predict_by_feat(self, cls_scores, bbox_preds, score_factors=None,
                                  batch_img_metas=None, cfg=None, rescale=False, with_nms=True,
                                  **kwargs):
@@ -275,14 +328,12 @@ def _dense_head__predict_by_feat(self, cls_scores, bbox_preds, score_factors=Non
 
     MMDeploy's default rewrite keeps on each level the ``nms_pre`` anchors of best top-class
     score; MMDetection (``filter_scores_and_topk``) keeps the ``nms_pre`` best (anchor, class)
-    pairs scoring above ``score_thr``, each with its own class. Here each pair becomes a
-    candidate scored for its class only (0 elsewhere) for ONNX's ``NonMaxSuppression``, which
-    then does MMDetection's class-aware NMS. Other heads get MMDeploy's rewrite. Returns
+    pairs scoring above ``score_thr``, each with its own class (:func:`_best_pairs`), then runs
+    class-aware NMS (:func:`_grouped_nms`). Other heads get MMDeploy's rewrite. Returns
     ``(dets, labels)``.
     """
     from mmdeploy.codebase.mmdet.models.dense_heads.base_dense_head import \
         base_dense_head__predict_by_feat
-    from mmdeploy.mmcv.ops import multiclass_nms
     if (score_factors is not None or not getattr(self, 'use_sigmoid_cls', False) or not with_nms
             or getattr(self, 'with_score_factors', False)):
         return base_dense_head__predict_by_feat(
@@ -290,39 +341,11 @@ def _dense_head__predict_by_feat(self, cls_scores, bbox_preds, score_factors=Non
             cfg=cfg, rescale=rescale, with_nms=with_nms, **kwargs)
     cfg = self.test_cfg if cfg is None else cfg
     batch_size, num_classes = cls_scores[0].shape[0], self.cls_out_channels
-    featmap_sizes = [score.shape[-2:] for score in cls_scores]
-    mlvl_priors = self.prior_generator.grid_priors(featmap_sizes, device=cls_scores[0].device)
-    nms_pre, dim = cfg.get('nms_pre', -1), self.bbox_coder.encode_size
-    mlvl_deltas, mlvl_scores, mlvl_labels, mlvl_anchors = [], [], [], []
-    for cls_score, bbox_pred, priors in zip(cls_scores, bbox_preds, mlvl_priors):
-        scores = cls_score.permute(0, 2, 3, 1).reshape(batch_size, -1).sigmoid()  # (anchor, class)
-        deltas = bbox_pred.permute(0, 2, 3, 1).reshape(batch_size, -1, dim)
-        anchors = priors.unsqueeze(0).expand(batch_size, -1, -1)
-        if nms_pre > 0:  # MMDeploy's topk rewrite caps k at the number of pairs
-            scores, pair_inds = scores.topk(nms_pre, dim=1)
-        else:
-            pair_inds = torch.arange(scores.shape[1], device=scores.device).expand(batch_size, -1)
-        anchor_inds = pair_inds // num_classes
-        mlvl_labels.append(pair_inds % num_classes)
-        mlvl_deltas.append(deltas.gather(1, anchor_inds.unsqueeze(-1).expand(-1, -1, dim)))
-        mlvl_anchors.append(anchors.gather(
-            1, anchor_inds.unsqueeze(-1).expand(-1, -1, anchors.shape[-1])))
-        mlvl_scores.append(scores)
-    scores, labels = torch.cat(mlvl_scores, dim=1), torch.cat(mlvl_labels, dim=1)
-    bboxes = self.bbox_coder.decode(torch.cat(mlvl_anchors, dim=1), torch.cat(mlvl_deltas, dim=1),
-                                    max_shape=batch_img_metas[0]['img_shape'])
-    if cfg.get('min_bbox_size', -1) >= 0:
-        min_size = cfg['min_bbox_size']
-        valid = ((bboxes[..., 2] - bboxes[..., 0] > min_size)
-                 & (bboxes[..., 3] - bboxes[..., 1] > min_size))
-        scores = scores * valid.to(scores.dtype)
-    class_range = torch.arange(num_classes, device=labels.device)
-    class_scores = scores.unsqueeze(-1) * (labels.unsqueeze(-1) == class_range).to(scores.dtype)
-    max_per_img = cfg.get('max_per_img', 100)
-    return multiclass_nms(
-        bboxes, class_scores, max_output_boxes_per_class=max_per_img,
-        iou_threshold=cfg.nms.get('iou_threshold', 0.5), score_threshold=cfg.get('score_thr', 0.),
-        pre_top_k=-1, keep_top_k=max_per_img, nms_type=cfg.nms.get('type', 'nms'))
+    bboxes, scores, classes, _ = _best_pairs(
+        self, cls_scores, bbox_preds, batch_img_metas[0]['img_shape'], cfg.get('nms_pre', -1),
+        num_classes, lambda logits: logits.reshape(batch_size, -1).sigmoid())
+    return _grouped_nms(bboxes, scores, classes, num_classes, cfg, cfg.get('score_thr', 0.),
+                        0.5, 100)
 
 
 def _rpn_head__predict_by_feat(self, cls_scores, bbox_preds, score_factors=None,
@@ -334,53 +357,21 @@ def _rpn_head__predict_by_feat(self, cls_scores, bbox_preds, score_factors=None,
     under ``post_processing.score_threshold`` (0.05) and keeps degenerate boxes; MMDetection
     (``RPNHead._bbox_post_process``) runs NMS level by level (``batched_nms`` on the level ids),
     keeps every score and drops boxes no wider or taller than ``min_bbox_size``. Here each level
-    is a class of ONNX's ``NonMaxSuppression`` (score 0 elsewhere), so one batched op does
-    MMDetection's level-wise NMS; boxes that are too small get score 0, which the op's score
-    threshold of 0 drops. Returns ``(dets, labels)`` as MMDeploy's version does.
+    is a group of :func:`_grouped_nms`, so one batched op does MMDetection's level-wise NMS.
+    Returns ``(dets, labels)`` as MMDeploy's version does.
     """
-    from mmdeploy.mmcv.ops import multiclass_nms
-
     cfg = self.test_cfg if cfg is None else cfg
     batch_size = cls_scores[0].shape[0]
-    featmap_sizes = [score.shape[-2:] for score in cls_scores]
-    mlvl_anchors = self.prior_generator.grid_priors(featmap_sizes, device=cls_scores[0].device)
-    nms_pre = cfg.get('nms_pre', -1)
-    dim = self.bbox_coder.encode_size
-    mlvl_deltas, mlvl_scores, mlvl_valid_anchors, mlvl_levels = [], [], [], []
-    for level, (cls_score, bbox_pred, anchors) in enumerate(
-            zip(cls_scores, bbox_preds, mlvl_anchors)):
-        cls_score = cls_score.permute(0, 2, 3, 1)
+
+    def objectness(logits):
         if self.use_sigmoid_cls:
-            scores = cls_score.reshape(batch_size, -1).sigmoid()
-        else:
-            scores = cls_score.reshape(batch_size, -1, 2).softmax(-1)[..., 0]
-        deltas = bbox_pred.permute(0, 2, 3, 1).reshape(batch_size, -1, dim)
-        anchors = anchors.unsqueeze(0).expand(batch_size, -1, -1)
-        if nms_pre > 0:  # MMDeploy's topk rewrite caps k at the number of anchors
-            scores, topk_inds = scores.topk(nms_pre, dim=1)
-            deltas = deltas.gather(1, topk_inds.unsqueeze(-1).expand(-1, -1, dim))
-            anchors = anchors.gather(1, topk_inds.unsqueeze(-1).expand(-1, -1, anchors.shape[-1]))
-        mlvl_deltas.append(deltas)
-        mlvl_scores.append(scores)
-        mlvl_valid_anchors.append(anchors)
-        mlvl_levels.append(torch.full_like(scores, level, dtype=torch.long))
-    deltas = torch.cat(mlvl_deltas, dim=1)
-    scores = torch.cat(mlvl_scores, dim=1)
-    levels = torch.cat(mlvl_levels, dim=1)
-    bboxes = self.bbox_coder.decode(torch.cat(mlvl_valid_anchors, dim=1), deltas,
-                                    max_shape=batch_img_metas[0]['img_shape'])
+            return logits.reshape(batch_size, -1).sigmoid()
+        return logits.reshape(batch_size, -1, 2).softmax(-1)[..., 0]
+
+    bboxes, scores, _, levels = _best_pairs(
+        self, cls_scores, bbox_preds, batch_img_metas[0]['img_shape'], cfg.get('nms_pre', -1), 1,
+        objectness)
     if not with_nms:
         return bboxes, scores.unsqueeze(-1)
-    min_size = cfg.get('min_bbox_size', -1)
-    if min_size >= 0:
-        valid = ((bboxes[..., 2] - bboxes[..., 0] > min_size)
-                 & (bboxes[..., 3] - bboxes[..., 1] > min_size))
-        scores = scores * valid.to(scores.dtype)
-    level_range = torch.arange(len(cls_scores), device=levels.device)
-    level_scores = scores.unsqueeze(-1) * (levels.unsqueeze(-1) == level_range).to(scores.dtype)
-    max_per_img = cfg.get('max_per_img', 1000)
-    dets, labels = multiclass_nms(
-        bboxes, level_scores, max_output_boxes_per_class=max_per_img,
-        iou_threshold=cfg.nms.get('iou_threshold', 0.7), score_threshold=0.,
-        pre_top_k=-1, keep_top_k=max_per_img, nms_type=cfg.nms.get('type', 'nms'))
+    dets, labels = _grouped_nms(bboxes, scores, levels, len(cls_scores), cfg, 0., 0.7, 1000)
     return dets, torch.zeros_like(labels)

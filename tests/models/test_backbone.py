@@ -93,6 +93,9 @@ def test_bad_arguments():
         SHViT(arch=dict(embed_dims=[64, 64, 64]))
     with pytest.raises(ValueError, match='frozen_stages'):
         SHViT(arch='s1', frozen_stages=4)
+    for rate in (-0.1, 1.0):
+        with pytest.raises(ValueError, match=r'drop_path_rate .* \[0, 1\)'):
+            SHViT(arch='s1', drop_path_rate=rate)
 
 
 def test_custom_arch_dict():

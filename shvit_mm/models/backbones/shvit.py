@@ -286,6 +286,9 @@ class SHViT(BaseModule):
         self.out_indices = self._parse_out_indices(out_indices)
         if not -1 <= frozen_stages <= self.num_stages:
             raise ValueError(f'frozen_stages must be in [-1, {self.num_stages}], got {frozen_stages}')
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f'drop_path_rate is a probability of dropping a residual branch, in '
+                             f'[0, 1); got {drop_path_rate}')
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.deploy = deploy

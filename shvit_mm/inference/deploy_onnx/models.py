@@ -140,7 +140,7 @@ def _channel_argmax(logits: torch.Tensor) -> torch.Tensor:
     maximum. On the CPU a running maximum over the channels, which reads memory in order
     (PyTorch's arg-max over the channel axis of a contiguous map strides H * W apart, several
     times slower); logits with a NaN go to PyTorch's, which takes NaN as the maximum."""
-    if logits.device.type != 'cpu' or len(logits) > 2 ** 15:
+    if logits.device.type != 'cpu':
         return logits.argmax(0, keepdim=True)
     best, index = logits[0].clone(), torch.zeros(logits.shape[1:], dtype=torch.long)
     greater = torch.empty(logits.shape[1:], dtype=torch.bool)
@@ -173,6 +173,7 @@ def _segmentation_model_class():
     from mmdeploy.codebase.mmseg.deploy.segmentation_model import End2EndModel
     from mmengine.structures import PixelData
     from mmseg.models.segmentors.base import BaseSegmentor
+    from mmseg.models.utils import resize
 
     class SegmentationOnnxModel(End2EndModel):
         align_corners = False
@@ -187,9 +188,8 @@ def _segmentation_model_class():
             for logits, sample in zip(batch_outputs, data_samples):
                 logits, size = _unpad(logits, sample.metainfo), sample.metainfo['ori_shape'][:2]
                 if tuple(logits.shape[-2:]) != tuple(size):
-                    logits = torch.nn.functional.interpolate(
-                        logits[None], size=size, mode='bilinear',
-                        align_corners=self.align_corners)[0]
+                    logits = resize(logits[None], size=size, mode='bilinear',
+                                    align_corners=self.align_corners, warning=False)[0]
                 sample.set_data(dict(seg_logits=PixelData(data=logits),
                                      pred_sem_seg=PixelData(data=_channel_argmax(logits))))
             return data_samples

@@ -290,9 +290,7 @@ def _best_pairs(head, cls_scores, bbox_preds, img_shape, nms_pre, num_classes, p
             scores, pair_inds = scores.topk(nms_pre, dim=1)
         else:
             pair_inds = torch.arange(scores.shape[1], device=scores.device).expand(batch_size, -1)
-        anchor_inds, classes = pair_inds, torch.zeros_like(pair_inds)
-        if num_classes > 1:
-            anchor_inds, classes = pair_inds // num_classes, pair_inds % num_classes
+        anchor_inds, classes = pair_inds // num_classes, pair_inds % num_classes
         levels.append((scores, classes, _rows(deltas, anchor_inds), _rows(anchors, anchor_inds),
                        torch.full_like(pair_inds, level)))
     scores, classes, deltas, anchors, level_ids = (torch.cat(t, dim=1) for t in zip(*levels))

@@ -13,6 +13,7 @@ from mmengine.config import Config, DictAction
 
 from shvit_mm.apis.config import ConfigError, read_config, setup_registries
 from shvit_mm.engine.distributed import LauncherError, setup_cpu_distributed, teardown_distributed
+from shvit_mm.inference.deploy_onnx import OnnxModelError
 from shvit_mm.models.backbones.shvit_weights import CheckpointFormatError
 from shvit_mm.utils.safe_load import (CheckpointFileError, UnsafeCheckpointError,
                                       check_checkpoint_file, unsafe_checkpoint_error)
@@ -28,12 +29,13 @@ class DatasetNotFoundError(ToolError, FileNotFoundError):
 
 def cli(main, argv=None):
     """Run ``main(argv)`` for the command line: a user error (:class:`ToolError`, a launcher this
-    machine cannot run, an unsafe, malformed or incomplete checkpoint file) becomes ``error: ...`` on stderr and exit
-    status 1 instead of a traceback."""
+    machine cannot run, an unsafe, malformed or incomplete checkpoint file, an ``.onnx`` file that
+    does not fit the config) becomes ``error: ...`` on stderr and exit status 1 instead of a
+    traceback."""
     try:
         return main(argv)
     except (ToolError, LauncherError, UnsafeCheckpointError, CheckpointFormatError,
-            CheckpointFileError) as e:
+            CheckpointFileError, OnnxModelError) as e:
         print(f'error: {e}', file=sys.stderr, flush=True)
         raise SystemExit(1)
 

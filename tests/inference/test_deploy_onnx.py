@@ -309,9 +309,6 @@ def test_mmcv_roi_align_exports_without_cast_long(exported, tmp_path):
 def _test_step_both(cfg, ckpt, onnx_path, picture_shape):
     """``test_step`` of the ONNX Runtime model and of the PyTorch model on one random picture
     through the config's test pipeline."""
-    from mmcv.transforms import Compose
-    from mmengine.dataset import pseudo_collate
-    from mmengine.registry import DefaultScope
     from mmengine.runner import load_checkpoint
 
     from shvit_mm.apis.config import build_model
@@ -320,14 +317,22 @@ def _test_step_both(cfg, ckpt, onnx_path, picture_shape):
     assert onnx_model.dataset_meta == DATASET_META  # saved by the export for the inferencers
     model = build_model(cfg, init=False)
     load_checkpoint(model, ckpt, map_location='cpu', logger='silent')
+    data = _one_picture(cfg, picture_shape)
+    with torch.no_grad():
+        return (onnx_model.test_step(copy.deepcopy(data))[0],
+                model.test_step(copy.deepcopy(data))[0])
+
+
+def _one_picture(cfg, picture_shape):
+    """A batch of one random picture through the config's test pipeline."""
+    from mmcv.transforms import Compose
+    from mmengine.dataset import pseudo_collate
+    from mmengine.registry import DefaultScope
     pipeline = [dict(type=f'{cfg.default_scope}.LoadImageFromNDArray')] + [
         step for step in cfg.test_pipeline[1:] if step['type'] != 'LoadAnnotations']
     img = (np.random.RandomState(1).rand(*picture_shape, 3) * 255).astype(np.uint8)
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        data = pseudo_collate([Compose(pipeline)(dict(img=img, img_id=0))])
-    with torch.no_grad():
-        return (onnx_model.test_step(copy.deepcopy(data))[0],
-                model.test_step(copy.deepcopy(data))[0])
+        return pseudo_collate([Compose(pipeline)(dict(img=img, img_id=0))])
 
 
 @pytest.mark.parametrize('name', ['mask_rcnn', 'retinanet', 'detr'])
@@ -410,6 +415,63 @@ def test_threads_set_onnx_runtime_session_and_keep_predictions(exported):
     x = torch.randn(1, 3, 96, 128, generator=torch.Generator().manual_seed(0))
     got, ref = (m.wrapper({'input': x})['output'] for m in (one, default))
     assert got.shape[-2:] == (96, 128) and torch.allclose(got, ref, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# a graph that does not fit the config
+# ---------------------------------------------------------------------------------------------
+def test_a_file_onnx_runtime_cannot_load_is_an_onnx_model_error(tmp_path):
+    from shvit_mm.inference.deploy_onnx import OnnxModelError, build_onnx_model
+    bad = tmp_path / 'end2end.onnx'
+    bad.write_text('not a graph')
+    with pytest.raises(OnnxModelError, match='ONNX Runtime cannot load it'):
+        build_onnx_model(_config(SEM_FPN), str(bad))
+
+
+@pytest.mark.parametrize('saved_deploy_cfg', [True, False], ids=['as_exported', 'graph_alone'])
+def test_another_task_s_graph_is_refused(exported, tmp_path, saved_deploy_cfg):
+    """A segmentor's graph with a detector's config: refused whether or not the deploy config
+    saved beside the graph (which describes the segmentor) is there."""
+    import shutil
+
+    from shvit_mm.inference.deploy_onnx import OnnxModelError, build_onnx_model
+    _, _, onnx_path = exported('sem_fpn')
+    if not saved_deploy_cfg:
+        onnx_path = shutil.copy(onnx_path, tmp_path / 'end2end.onnx')
+    with pytest.raises(OnnxModelError, match=r"the graph outputs \['output'\].*"
+                                              r"\['dets', 'labels', 'masks'\]"):
+        build_onnx_model(_config(MASK_RCNN), str(onnx_path))
+
+
+@pytest.mark.parametrize('name', ['sem_fpn', 'mask_rcnn'])
+def test_a_graph_with_other_classes_than_the_config_is_refused(exported, name):
+    """The 6-class segmentor's logits with a 150-class config, and a detector whose graph gives
+    classes beyond a 1-class config: an error, not predictions scored against other classes."""
+    from shvit_mm.inference.deploy_onnx import OnnxModelError, build_onnx_model
+    cfg, _, onnx_path = exported(name)
+    key = 'model.decode_head.num_classes' if name == 'sem_fpn' else \
+        'model.roi_head.bbox_head.num_classes'
+    other = _config(SEM_FPN if name == 'sem_fpn' else MASK_RCNN,
+                    {key: 150 if name == 'sem_fpn' else 1})
+    model = build_onnx_model(other, onnx_path)
+    data = _one_picture(other, (200, 240))
+    with torch.no_grad(), pytest.raises(OnnxModelError, match='pass the config the graph was'):
+        model.test_step(data)
+    with torch.no_grad():  # the config it was exported from
+        build_onnx_model(cfg, onnx_path).test_step(_one_picture(cfg, (200, 240)))
+
+
+def test_onnx_model_errors_are_one_error_line(capsys):
+    from shvit_mm.cli.common import cli
+    from shvit_mm.inference.deploy_onnx import OnnxModelError
+
+    def main(argv):
+        raise OnnxModelError('x.onnx does not fit y.py')
+
+    with pytest.raises(SystemExit) as exc:
+        cli(main, [])
+    assert exc.value.code == 1
+    assert capsys.readouterr().err.strip() == 'error: x.onnx does not fit y.py'
 
 
 # ---------------------------------------------------------------------------------------------

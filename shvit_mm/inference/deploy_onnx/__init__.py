@@ -19,9 +19,9 @@ Importing :mod:`shvit_mm` imports neither this package nor MMDeploy, and this pa
 MMDeploy only when a function runs (:class:`MMDeployNotInstalledError` says how to install it).
 """
 from .export import DEPLOY_CONFIGS, default_deploy_config, export_onnx, torchscript_exporter
-from .models import build_onnx_model, is_onnx_file
+from .models import OnnxModelError, build_onnx_model, is_onnx_file
 from .rewriters import INSTALL_HINT, MMDeployNotInstalledError, register_rewriters
 
 __all__ = ['INSTALL_HINT', 'DEPLOY_CONFIGS', 'MMDeployNotInstalledError', 'register_rewriters',
            'torchscript_exporter', 'default_deploy_config', 'export_onnx', 'build_onnx_model',
-           'is_onnx_file']
+           'is_onnx_file', 'OnnxModelError']

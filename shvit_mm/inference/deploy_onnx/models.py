@@ -14,6 +14,11 @@ from .export import (SAVED_DATASET_META, SAVED_DEPLOY_CFG, codebase_scope, read_
 from .rewriters import register_rewriters
 
 
+class OnnxModelError(ValueError):
+    """An ``.onnx`` file ONNX Runtime cannot load, or whose graph was exported from another kind
+    of model than the config describes."""
+
+
 def is_onnx_file(path) -> bool:
     """Whether ``path`` names an exported graph (``tools/deploy.py``'s ``.onnx``), which runs
     through :func:`build_onnx_model`, rather than a checkpoint to load into PyTorch."""
@@ -33,20 +38,45 @@ def build_onnx_model(config: Any, onnx_path: str, device: str = 'cpu', deploy_cf
     if not osp.isfile(onnx_path):
         raise FileNotFoundError(f'ONNX file not found: {onnx_path}')
     register_rewriters()
-    from mmdeploy.apis.utils import build_task_processor
-
     model_cfg = read_model_config(config)
     saved_dir = osp.dirname(onnx_path)
-    if deploy_cfg is None:
+    given = deploy_cfg is not None
+    if not given:
         saved = osp.join(saved_dir, SAVED_DEPLOY_CFG)
         deploy_cfg = saved if osp.isfile(saved) else None
     deploy = read_deploy_config(deploy_cfg, model_cfg)
+    # what the config's model exports: the config given, else the default for the model's task
+    # (a deploy_cfg.py saved next to another model's graph would describe that graph instead)
+    expected = deploy if given else read_deploy_config(None, model_cfg)
+    try:
+        model = _build_backend_model(model_cfg, deploy, onnx_path, device)
+    except Exception as e:
+        if not type(e).__module__.startswith('onnxruntime'):
+            raise
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise OnnxModelError(f'{onnx_path}: ONNX Runtime cannot load it ({reason}); '
+                             'tools/deploy.py CONFIG CHECKPOINT --work-dir DIR writes a model '
+                             'it can') from None
+    _check_graph(model, onnx_path, config, model_cfg, expected)
+    if threads:
+        _set_threads(model.wrapper, onnx_path, int(threads))
+    meta_file = osp.join(saved_dir, SAVED_DATASET_META)
+    if osp.isfile(meta_file):
+        with open(meta_file) as f:
+            model.dataset_meta = json.load(f)
+    return model.to(device).eval()
+
+
+def _build_backend_model(model_cfg, deploy, onnx_path: str, device: str):
+    """MMDeploy's backend model for the task, with the codebases' post-processing."""
+    from mmdeploy.apis.utils import build_task_processor
     with codebase_scope(model_cfg):
         task_processor = build_task_processor(model_cfg, deploy, device)
         if task_of(model_cfg) != 'segmentation':
             model = task_processor.build_backend_model(
                 [onnx_path], data_preprocessor_updater=task_processor.update_data_preprocessor)
             model.__class__ = _detection_model_class(type(model))  # adds behaviour, no state
+            model.config_num_classes = _num_classes(model_cfg.model)
             session = getattr(model.wrapper, 'sess', None)  # ONNX Runtime's
             model.img_shape_input = session is not None and 'img_shape' in [
                 node.name for node in session.get_inputs()]
@@ -57,16 +87,36 @@ def build_onnx_model(config: Any, onnx_path: str, device: str = 'cpu', deploy_cf
                 deploy_cfg=deploy, data_preprocessor=task_processor.update_data_preprocessor(
                     model_cfg.model.data_preprocessor))
             decode_head = model_cfg.model.decode_head
+            model.out_channels = decode_head.get('out_channels') or decode_head.get('num_classes')
             model.align_corners = decode_head.get('align_corners', False)
             model.decode_head = types.SimpleNamespace(
                 threshold=decode_head.get('threshold') or 0.3)
-    if threads:
-        _set_threads(model.wrapper, onnx_path, int(threads))
-    meta_file = osp.join(saved_dir, SAVED_DATASET_META)
-    if osp.isfile(meta_file):
-        with open(meta_file) as f:
-            model.dataset_meta = json.load(f)
-    return model.to(device).eval()
+    return model
+
+
+def _check_graph(model, onnx_path: str, config: Any, model_cfg, expected) -> None:
+    """Refuse a graph whose outputs are not those the config's model exports: another task's
+    graph, whose predictions the config's post-processing and evaluators would misread."""
+    session = getattr(getattr(model, 'wrapper', None), 'sess', None)  # ONNX Runtime's
+    if session is None:
+        return
+    outputs = [node.name for node in session.get_outputs()]
+    names = list(expected.onnx_config.output_names)
+    name = config if isinstance(config, str) else (getattr(config, 'filename', None)
+                                                   or 'the config')
+    fix = ('pass the config the graph was exported from (tools/deploy.py CONFIG CHECKPOINT '
+           '--work-dir DIR)')
+    if outputs != names:
+        raise OnnxModelError(f'{onnx_path} does not fit {name}: the graph outputs {outputs}, the '
+                             f'config\'s {task_of(model_cfg)} model exports {names}; {fix}')
+
+def _num_classes(model: dict) -> Optional[int]:
+    """``num_classes`` of the model config's (first) classifying head, if it names one."""
+    roi_head = model.get('roi_head') or {}
+    for head in (model.get('decode_head'), model.get('bbox_head'), roi_head.get('bbox_head')):
+        if isinstance(head, dict) and isinstance(head.get('num_classes'), int):
+            return head['num_classes']
+    return None
 
 
 def _set_threads(wrapper, onnx_path: str, threads: int) -> None:
@@ -93,6 +143,7 @@ def _detection_model_class(base):
     """
     class DetectionOnnxModel(base):
         img_shape_input = False
+        config_num_classes = None  # the config's; a graph with more is another model's
 
         def forward(self, inputs, data_samples, mode='predict', **kwargs):
             if mode != 'predict':
@@ -102,12 +153,17 @@ def _detection_model_class(base):
                 feed['img_shape'] = torch.tensor(
                     [sample.metainfo['img_shape'][:2] for sample in data_samples]).amax(0)
             outputs = self.wrapper.output_to_list(self.wrapper(feed))
-            dets = outputs[0]
+            dets, labels = outputs[0], outputs[1]
+            classes = self.config_num_classes
+            if classes and labels.numel() and labels.max() >= classes:
+                raise OnnxModelError(
+                    f'the graph gives class {int(labels.max())}, the config\'s model has '
+                    f'{classes} classes: pass the config the graph was exported from')
             for i, data_sample in enumerate(data_samples):
                 height, width = data_sample.metainfo['img_shape'][:2]
                 dets[i, :, 0:4:2] = dets[i, :, 0:4:2].clamp(0, width)
                 dets[i, :, 1:4:2] = dets[i, :, 1:4:2].clamp(0, height)
-            self.postprocessing_results(dets, outputs[1], None, data_samples)
+            self.postprocessing_results(dets, labels, None, data_samples)
             if len(outputs) >= 3:  # 28x28 masks, pasted as MMDetection pastes them
                 test_cfg = self.model_cfg.model.get('test_cfg') if self.model_cfg else None
                 rcnn = (test_cfg or {}).get('rcnn') or {}
@@ -177,8 +233,14 @@ def _segmentation_model_class():
 
     class SegmentationOnnxModel(End2EndModel):
         align_corners = False
+        out_channels = None  # the config's; a graph with other logits is another model's
 
         def pack_result(self, batch_outputs, data_samples):
+            if (batch_outputs.is_floating_point() and self.out_channels
+                    and batch_outputs.shape[1] != self.out_channels):
+                raise OnnxModelError(
+                    f'the graph gives {batch_outputs.shape[1]} class logits, the config\'s model '
+                    f'{self.out_channels}: pass the config the graph was exported from')
             if not batch_outputs.is_floating_point():
                 return super().pack_result(
                     [_unpad(seg_pred, sample.metainfo)

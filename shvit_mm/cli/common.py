@@ -101,6 +101,7 @@ def build_runner(cfg: Config, dataloaders: Sequence[str], evaluators: Sequence[s
     if cfg.default_scope == 'mmdet':
         from mmdet.utils import setup_cache_size_limit_of_dynamo
         setup_cache_size_limit_of_dynamo()  # fewer repeated compilations, as in MMDetection
+    check_loader_settings(cfg, dataloaders)
     check_datasets(cfg, dataloaders, evaluators)
     if cfg.get('load_from') and not _is_remote(cfg.load_from):
         check_checkpoint_file(cfg.load_from)
@@ -109,6 +110,19 @@ def build_runner(cfg: Config, dataloaders: Sequence[str], evaluators: Sequence[s
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+
+
+def check_loader_settings(cfg: Config, dataloaders: Sequence[str]) -> None:
+    """Raise :class:`ToolError` for a ``batch_size`` that is not a positive integer or a
+    ``num_workers`` that is not a non-negative one, before anything is built or written."""
+    for name in dataloaders:
+        loader = cfg.get(name) or {}
+        for key, least in (('batch_size', 1), ('num_workers', 0)):
+            value = loader.get(key, least)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                kind = 'a positive' if least else 'a non-negative'
+                raise ToolError(f'{name}.{key} must be {kind} integer, got {value!r} (e.g. '
+                                f'--cfg-options {name}.{key}={max(least, 2)})')
 
 
 def run_guarded(fn, cfg: Config):

@@ -215,16 +215,37 @@ def test_test_build_config(tmp_path):
         build_config(parse_args([DEMO_CFG, str(tmp_path / 'missing.pth')]))
 
 
-@pytest.mark.parametrize('error', ['ToolError', 'LauncherError'])
+@pytest.mark.parametrize('error', ['ToolError', 'LauncherError', 'OnnxModelError'])
 def test_cli_turns_user_errors_into_exit_status(error, capsys):
     from shvit_mm.cli import ToolError
     from shvit_mm.cli.common import cli
     from shvit_mm.engine.distributed import LauncherError
+    from shvit_mm.inference.deploy_onnx import OnnxModelError
 
     def failing(argv):
-        raise dict(ToolError=ToolError, LauncherError=LauncherError)[error]('something named clearly')
+        raise dict(ToolError=ToolError, LauncherError=LauncherError,
+                   OnnxModelError=OnnxModelError)[error]('something named clearly')
 
     with pytest.raises(SystemExit) as e:
         cli(failing)
     assert e.value.code == 1
     assert 'error: something named clearly' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('option', ['train_dataloader.batch_size=0',
+                                    'train_dataloader.batch_size=2.5',
+                                    'val_dataloader.num_workers=-1'])
+def test_train_refuses_bad_loader_settings_before_building(option, tmp_path):
+    """The real command line: one error line naming the setting and a valid example, exit status
+    1, and no work directory written (PyTorch's sampler would raise a traceback later)."""
+    env = dict(os.environ, PYTHONWARNINGS='ignore')
+    cfg = osp.join(ROOT, 'configs/demo/sem_fpn_shvit_s1_demo.py')
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools/train.py'), cfg, '--work-dir',
+                           str(tmp_path / 'w'), '--cfg-options', option],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    key, value = option.split('=')
+    assert proc.stderr.strip().splitlines() == [
+        f'error: {key} must be a {"positive" if "batch" in key else "non-negative"} integer, '
+        f'got {value} (e.g. --cfg-options {key}=2)']
+    assert not (tmp_path / 'w').exists() and not (tmp_path / 'data').exists()

@@ -461,19 +461,6 @@ def test_a_graph_with_other_classes_than_the_config_is_refused(exported, name):
         build_onnx_model(cfg, onnx_path).test_step(_one_picture(cfg, (200, 240)))
 
 
-def test_onnx_model_errors_are_one_error_line(capsys):
-    from shvit_mm.cli.common import cli
-    from shvit_mm.inference.deploy_onnx import OnnxModelError
-
-    def main(argv):
-        raise OnnxModelError('x.onnx does not fit y.py')
-
-    with pytest.raises(SystemExit) as exc:
-        cli(main, [])
-    assert exc.value.code == 1
-    assert capsys.readouterr().err.strip() == 'error: x.onnx does not fit y.py'
-
-
 # ---------------------------------------------------------------------------------------------
 # the command line and the import
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,10 @@ from .export import (SAVED_DATASET_META, SAVED_DEPLOY_CFG, codebase_scope, read_
 from .rewriters import register_rewriters
 
 
+#: how to mend an OnnxModelError about a graph from another model
+_FIX = 'pass the config the graph was exported from'
+
+
 class OnnxModelError(ValueError):
     """An ``.onnx`` file ONNX Runtime cannot load, or whose graph was exported from another kind
     of model than the config describes."""
@@ -40,14 +44,12 @@ def build_onnx_model(config: Any, onnx_path: str, device: str = 'cpu', deploy_cf
     register_rewriters()
     model_cfg = read_model_config(config)
     saved_dir = osp.dirname(onnx_path)
-    given = deploy_cfg is not None
-    if not given:
-        saved = osp.join(saved_dir, SAVED_DEPLOY_CFG)
-        deploy_cfg = saved if osp.isfile(saved) else None
-    deploy = read_deploy_config(deploy_cfg, model_cfg)
-    # what the config's model exports: the config given, else the default for the model's task
-    # (a deploy_cfg.py saved next to another model's graph would describe that graph instead)
-    expected = deploy if given else read_deploy_config(None, model_cfg)
+    saved = osp.join(saved_dir, SAVED_DEPLOY_CFG)
+    use_saved = deploy_cfg is None and osp.isfile(saved)
+    deploy = read_deploy_config(saved if use_saved else deploy_cfg, model_cfg)
+    # what the config's model exports: a saved deploy_cfg.py describes the graph beside it, which
+    # may be another model's, so the graph is checked against the task's default instead
+    expected = read_deploy_config(None, model_cfg) if use_saved else deploy
     try:
         model = _build_backend_model(model_cfg, deploy, onnx_path, device)
     except Exception as e:
@@ -76,7 +78,7 @@ def _build_backend_model(model_cfg, deploy, onnx_path: str, device: str):
             model = task_processor.build_backend_model(
                 [onnx_path], data_preprocessor_updater=task_processor.update_data_preprocessor)
             model.__class__ = _detection_model_class(type(model))  # adds behaviour, no state
-            model.config_num_classes = _num_classes(model_cfg.model)
+            model.config_num_classes = _detector_num_classes(model_cfg.model)
             session = getattr(model.wrapper, 'sess', None)  # ONNX Runtime's
             model.img_shape_input = session is not None and 'img_shape' in [
                 node.name for node in session.get_inputs()]
@@ -104,16 +106,16 @@ def _check_graph(model, onnx_path: str, config: Any, model_cfg, expected) -> Non
     names = list(expected.onnx_config.output_names)
     name = config if isinstance(config, str) else (getattr(config, 'filename', None)
                                                    or 'the config')
-    fix = ('pass the config the graph was exported from (tools/deploy.py CONFIG CHECKPOINT '
-           '--work-dir DIR)')
     if outputs != names:
         raise OnnxModelError(f'{onnx_path} does not fit {name}: the graph outputs {outputs}, the '
-                             f'config\'s {task_of(model_cfg)} model exports {names}; {fix}')
+                             f'config\'s {task_of(model_cfg)} model exports {names}; {_FIX} '
+                             '(tools/deploy.py CONFIG CHECKPOINT --work-dir DIR)')
 
-def _num_classes(model: dict) -> Optional[int]:
-    """``num_classes`` of the model config's (first) classifying head, if it names one."""
+
+def _detector_num_classes(model: dict) -> Optional[int]:
+    """``num_classes`` of a detector config's box classifier (one-stage or first R-CNN head)."""
     roi_head = model.get('roi_head') or {}
-    for head in (model.get('decode_head'), model.get('bbox_head'), roi_head.get('bbox_head')):
+    for head in (model.get('bbox_head'), roi_head.get('bbox_head')):
         if isinstance(head, dict) and isinstance(head.get('num_classes'), int):
             return head['num_classes']
     return None
@@ -158,7 +160,7 @@ def _detection_model_class(base):
             if classes and labels.numel() and labels.max() >= classes:
                 raise OnnxModelError(
                     f'the graph gives class {int(labels.max())}, the config\'s model has '
-                    f'{classes} classes: pass the config the graph was exported from')
+                    f'{classes} classes: {_FIX}')
             for i, data_sample in enumerate(data_samples):
                 height, width = data_sample.metainfo['img_shape'][:2]
                 dets[i, :, 0:4:2] = dets[i, :, 0:4:2].clamp(0, width)
@@ -240,7 +242,7 @@ def _segmentation_model_class():
                     and batch_outputs.shape[1] != self.out_channels):
                 raise OnnxModelError(
                     f'the graph gives {batch_outputs.shape[1]} class logits, the config\'s model '
-                    f'{self.out_channels}: pass the config the graph was exported from')
+                    f'{self.out_channels}: {_FIX}')
             if not batch_outputs.is_floating_point():
                 return super().pack_result(
                     [_unpad(seg_pred, sample.metainfo)

@@ -2,9 +2,9 @@
 # FPNHead, optimiser and schedule shape) with MMSegmentation's ResNet-18 (ResNetV1c, from scratch).
 _base_ = './sem_fpn_shvit_s1_demo.py'
 
-# a ResNet-18 iteration takes about 3.2x as long: 470 iterations to SHViT-S1's 1500 for about the
-# same wall-clock time
-max_iters = 470
+# a ResNet-18 iteration takes about twice as long (docs/segmentation.md): 880 iterations to
+# SHViT-S1's 1800 for about the same wall-clock time
+max_iters = 880
 norm_cfg = dict(type='BN', requires_grad=True)  # as in the SHViT demo
 channels = {{_base_.channels}}
 model = dict(

@@ -69,8 +69,9 @@ def synthetic_batch(cfg: Any, shape: Tuple[int, int], batch_size: int = 1, devic
     """Random images of ``shape`` (H, W) for the model of config ``cfg`` as its data preprocessor
     hands them over at test time: normalised, padded to its divisor (MMDetection's
     ``pad_size_divisor``, MMSegmentation's ``test_cfg.size_divisor``), with the data samples the
-    codebase needs (None for a classifier). ``num_classes`` > 0 adds detection ground truth for
-    ``mode='loss'``: five boxes per image with labels and box-shaped masks.
+    codebase needs (None for a classifier). ``num_classes`` > 0 adds ground truth for
+    ``mode='loss'``: five boxes per image with labels and box-shaped masks (detection), or a label
+    map of random rectangles on background 0 (segmentation).
     Returns (inputs, data samples, padded (H, W))."""
     scope, (h, w) = codebase_of(cfg), shape
     pre = cfg.model.get('data_preprocessor') or {}
@@ -89,6 +90,16 @@ def synthetic_batch(cfg: Any, shape: Tuple[int, int], batch_size: int = 1, devic
     else:
         return inputs, None, (ph, pw)
     samples = [Sample(metainfo=meta) for _ in range(batch_size)]
+    if scope == 'mmseg':
+        from mmengine.structures import PixelData
+        for sample in samples if num_classes else ():
+            label = torch.zeros(1, ph, pw, dtype=torch.long)  # padded as the inputs
+            for y0, x0, y1, x1 in (torch.rand(5, 4, generator=gen) * torch.tensor([h, w, h, w])
+                                   ).long().tolist():
+                label[:, min(y0, y1):max(y0, y1) + 1, min(x0, x1):max(x0, x1) + 1] = int(
+                    torch.randint(1, max(num_classes, 2), (1, ), generator=gen))
+            sample.gt_sem_seg = PixelData(data=label.to(device))
+        return inputs, samples, (ph, pw)
     for sample in samples if num_classes else ():
         from mmdet.structures.mask import BitmapMasks
         from mmengine.structures import InstanceData

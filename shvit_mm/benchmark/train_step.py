@@ -1,5 +1,6 @@
-"""Time one training iteration (forward + backward + AdamW step) of detector configs, side by side
-and interleaved, on synthetic images with random boxes and masks: no dataset needed. With
+"""Time one training iteration (forward + backward + AdamW step) of detector or segmentor configs,
+side by side and interleaved, on synthetic images with random boxes and masks or label maps: no
+dataset needed. With
 ``precisions=('fp32', 'amp')`` each config is also timed under mixed precision (the wrapper
 ``tools/train.py --amp`` uses: bf16 autocast of the dense parts on a capable CPU), starting from
 the same weights. Models come without pretrained weights: an iteration's time does not depend on
@@ -21,7 +22,7 @@ from .harness import Benchmark, markdown_table, summarize, synthetic_batch
 
 def _num_classes(model: torch.nn.Module) -> int:
     for head in (getattr(getattr(model, 'roi_head', None), 'bbox_head', None),
-                 getattr(model, 'bbox_head', None)):
+                 getattr(model, 'bbox_head', None), getattr(model, 'decode_head', None)):
         if hasattr(head, 'num_classes'):
             return int(head.num_classes)
     return 80

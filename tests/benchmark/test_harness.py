@@ -77,6 +77,14 @@ def test_synthetic_batches_per_codebase():
     seg = read_config(osp.join(REPO_ROOT, 'configs/sem_fpn/shvit_s1.py'))
     x, samples, _ = synthetic_batch(seg, (64, 64))
     assert type(samples[0]).__name__ == 'SegDataSample' and samples[0].ori_shape == (64, 64)
+    assert 'gt_sem_seg' not in samples[0]
+    x, samples, padded = synthetic_batch(seg, (60, 64), batch_size=2, num_classes=150)
+    label = samples[1].gt_sem_seg.data
+    assert padded == (64, 64) and label.shape == (1, 64, 64)  # padded as the inputs
+    assert label.min() == 0 and 0 < label.max() < 150  # background and some rectangles
+    model = build_model(seg, mode='train')
+    losses = model(x, samples, mode='loss')
+    assert torch.isfinite(model.parse_losses(losses)[0])
 
 
 def test_train_step_times_both_precisions(capsys):
@@ -92,3 +100,11 @@ def test_train_step_times_both_precisions(capsys):
     text = bench.markdown(result)
     assert '| config | precision | params (M) | s/iter (median) | min-max | time vs last |' in text
     assert text.rstrip().endswith('| 1.00x |')
+
+
+def test_train_step_times_a_segmentor():
+    from shvit_mm.benchmark.train_step import TrainStep
+    config = osp.join(REPO_ROOT, 'configs/demo/sem_fpn_shvit_s1_demo.py')
+    rows = TrainStep(configs=[config], shape=(64, 64), batch_size=2, reps=1, warmup=0,
+                     threads=1).run()['rows']
+    assert [r['precision'] for r in rows] == ['fp32'] and rows[0]['median_s'] > 0

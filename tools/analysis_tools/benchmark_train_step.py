@@ -1,4 +1,4 @@
-"""Seconds per training iteration of detector configs, interleaved, on synthetic images.
+"""Seconds per training iteration of detector or segmentor configs, interleaved, synthetic images.
 
     python tools/analysis_tools/benchmark_train_step.py configs/mask_rcnn/shvit_s4.py \
         mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py --shape 800 1333 --batch 2 --reps 3
@@ -10,7 +10,7 @@ from shvit_mm.benchmark.train_step import TrainStep
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('configs', nargs='+', help='detector configs (mmdet::... allowed)')
+    parser.add_argument('configs', nargs='+', help='detector or segmentor configs (mmdet::... / mmseg::... allowed)')
     parser.add_argument('--shape', type=int, nargs=2, default=[800, 1333], metavar=('H', 'W'))
     parser.add_argument('--batch', type=int, default=2)
     parser.add_argument('--reps', type=int, default=3)

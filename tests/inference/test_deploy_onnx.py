@@ -517,6 +517,10 @@ def test_tools_deploy_then_test_tool_evaluates_the_onnx_as_the_checkpoint(config
 
     from conftest import demo_options, run_tool
     data = str(tmp_path / 'data')
+    # AP within 0.005, the exported demo's tolerance: this barely trained detector scores its
+    # boxes nearly alike, so float rounding (ONNX Runtime's kernels against PyTorch's, which
+    # differ by CPU) can move a box across the score threshold; mIoU is compared exactly
+    tolerance = 0.005 if config == MASK_RCNN else 0.
     if config == MASK_RCNN:
         opts = demo_options(data, num_train=4, num_val=3, batch_size=2)
         ckpt, pattern = tmp_path / 'work' / 'epoch_1.pth', r'coco/(?:bbox|segm)_mAP: [-0-9.]+'
@@ -540,8 +544,11 @@ def test_tools_deploy_then_test_tool_evaluates_the_onnx_as_the_checkpoint(config
         out = run_tool(tool('test.py') + [config, str(weights), '--work-dir',
                                           str(tmp_path / 'test'), '--cfg-options'] + opts,
                        cwd=tmp_path)
-        results.append(re.findall(pattern, out.split('Iter(test)')[-1]))
-    assert results[0] and results[0] == results[1], results
+        found = re.findall(pattern, out.split('Iter(test)')[-1])
+        results.append(dict(m.split(': ') for m in found))
+    assert results[0] and results[0].keys() == results[1].keys(), results
+    assert all(abs(float(results[0][k]) - float(results[1][k])) <= tolerance for k in results[0]), \
+        results
     picture = osp.join(data, 'val', '000000.jpg')
     run_tool(tool('image_demo.py') + [picture, config, '--weights', str(onnx_file), '--out-dir',
                                       str(tmp_path / 'painted')], cwd=tmp_path)

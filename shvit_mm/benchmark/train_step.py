@@ -1,10 +1,9 @@
 """Time one training iteration (forward + backward + AdamW step) of detector or segmentor configs,
 side by side and interleaved, on synthetic images with random boxes and masks or label maps: no
-dataset needed. With
-``precisions=('fp32', 'amp')`` each config is also timed under mixed precision (the wrapper
-``tools/train.py --amp`` uses: bf16 autocast of the dense parts on a capable CPU), starting from
-the same weights. Models come without pretrained weights: an iteration's time does not depend on
-their values."""
+dataset needed. With ``precisions=('fp32', 'amp')`` each config is also timed under mixed precision
+(the wrapper ``tools/train.py --amp`` uses: bf16 autocast of the dense parts on a capable CPU),
+starting from the same weights. Models come without pretrained weights: an iteration's time does
+not depend on their values."""
 from __future__ import annotations
 
 import copy

@@ -10,7 +10,8 @@ from shvit_mm.benchmark.train_step import TrainStep
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('configs', nargs='+', help='detector or segmentor configs (mmdet::... / mmseg::... allowed)')
+    parser.add_argument('configs', nargs='+',
+                        help='detector or segmentor configs (mmdet::... / mmseg::... allowed)')
     parser.add_argument('--shape', type=int, nargs=2, default=[800, 1333], metavar=('H', 'W'))
     parser.add_argument('--batch', type=int, default=2)
     parser.add_argument('--reps', type=int, default=3)
